@@ -1,0 +1,47 @@
+"""The processor contract: one analysis step, how it runs, and how long it may take."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from schemas.context import ProcessorContext
+
+
+class ExecutionKind(StrEnum):
+    """Where a processor runs: on the event loop, in the thread pool, or in the process pool."""
+
+    ASYNC = "async"
+    THREAD = "thread"
+    PROCESS = "process"
+
+
+class Stage(StrEnum):
+    """Analysis processors run side by side; compose processors run after them, seeing their data."""
+
+    ANALYSIS = "analysis"
+    COMPOSE = "compose"
+
+
+class TransientProcessorError(Exception):
+    """A failure worth retrying (a timeout upstream, a dropped connection)."""
+
+
+@runtime_checkable
+class Processor(Protocol):
+    """One step of the pipeline.
+
+    ``process`` returns a JSON-serialisable dict. For ``ASYNC`` it is a coroutine function; for
+    ``THREAD`` and ``PROCESS`` a plain function. A ``PROCESS`` processor must be picklable (its
+    instance is sent to the worker process) and must not rely on parent-process state.
+    Raising ``TransientProcessorError`` asks for a retry; any other exception fails the step.
+    """
+
+    name: str
+    kind: ExecutionKind
+    stage: Stage
+    timeout_s: float
+
+    def process(self, context: ProcessorContext) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+        ...

@@ -1,0 +1,181 @@
+"""Inbound chat events and outbound responses (pydantic v2)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+
+from schemas.limits import InputLimits
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, strict=True)]
+
+# Fixed namespace: response ids must be identical across processes and releases so that a
+# reader can drop the duplicates a crash produces.
+RESPONSE_NAMESPACE = uuid.UUID("6f1d9f3e-3b8a-5c41-9a57-2d0c1b7e4a10")
+SCHEMA_VERSION = 1
+
+
+class Priority(StrEnum):
+    """Scheduling priority, most urgent first."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 for critical … 3 for low: lower runs first."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {p: i for i, p in enumerate(Priority)}
+
+
+class MessageType(StrEnum):
+    MESSAGE = "message"
+    MENTION = "mention"
+    DM = "dm"
+    SYSTEM = "system"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def _limits(info: ValidationInfo) -> InputLimits:
+    context = info.context
+    if isinstance(context, InputLimits):
+        return context
+    return InputLimits()
+
+
+class ChatEvent(BaseModel):
+    """One chat message as a bot publishes it to the inbound topic.
+
+    Validation limits come from the validation context (an ``InputLimits``); without one the
+    defaults apply. Unknown fields are ignored so producers can add fields without breaking us.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Identifier
+    bot_id: Identifier
+    channel_id: Identifier
+    user_id: Identifier
+    content: Annotated[str, StringConstraints(strict=True)]
+    timestamp: datetime = Field(default_factory=_utc_now)
+    priority: Priority | None = None
+    message_type: MessageType = MessageType.MESSAGE
+    metadata: dict[str, Any] | None = None
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    @field_validator("content")
+    @classmethod
+    def _content_within_limit(cls, value: str, info: ValidationInfo) -> str:
+        limit = _limits(info).max_content_chars
+        if len(value) > limit:
+            raise ValueError(f"content has {len(value)} characters, the limit is {limit}")
+        return value
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp_is_iso_or_epoch(cls, value: Any) -> Any:
+        # Booleans and numeric strings would otherwise be coerced silently.
+        if isinstance(value, bool) or not isinstance(value, (str, int, float, datetime)):
+            raise ValueError("timestamp must be an ISO 8601 string or epoch seconds")
+        if isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit():
+            raise ValueError("timestamp must be an ISO 8601 string or a JSON number")
+        if isinstance(value, (int, float)) and not 0 <= value < 32503680000:
+            raise ValueError("epoch seconds out of range (0 .. year 3000)")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _timestamp_is_aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_within_limits(
+        cls, value: dict[str, Any] | None, info: ValidationInfo
+    ) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        limits = _limits(info)
+        depth = _depth(value)
+        if depth > limits.max_metadata_depth:
+            raise ValueError(
+                f"metadata is nested {depth} levels deep, the limit is {limits.max_metadata_depth}"
+            )
+        size = len(orjson.dumps(value))
+        if size > limits.max_metadata_bytes:
+            raise ValueError(
+                f"metadata is {size} bytes as JSON, the limit is {limits.max_metadata_bytes}"
+            )
+        return value
+
+
+class ProcessorStatus(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    SKIPPED = "skipped"  # circuit open: the processor was not called
+
+
+class ProcessorOutcome(BaseModel):
+    """What one processor contributed to a response."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: ProcessorStatus
+    data: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+    attempts: int = 1
+    duration_ms: float = 0.0
+
+
+def response_id_for(event_id: str, bot_id: str) -> str:
+    """Deterministic response id: reprocessing an event yields the same id."""
+    return str(uuid.uuid5(RESPONSE_NAMESPACE, f"{bot_id}\x1f{event_id}"))
+
+
+class ResponseEvent(BaseModel):
+    """One answer, published to the response topic keyed by channel_id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    response_id: str
+    in_reply_to: str
+    bot_id: str
+    channel_id: str
+    user_id: str
+    session_id: str
+    priority: Priority
+    reply: str | None
+    analysis: dict[str, ProcessorOutcome]
+    degraded: list[str]
+    queued_ms: float
+    processing_ms: float
+    processed_at: datetime = Field(default_factory=_utc_now)
+    schema_version: Literal[1] = SCHEMA_VERSION

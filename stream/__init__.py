@@ -1,0 +1,1 @@
+"""chatstream's Kafka runtime: consumer loop, scheduling, sessions, offsets, stats."""
