@@ -1,0 +1,164 @@
+"""The basic path: one event at a time per partition, processors gathered, no sessions.
+
+Selected by ENABLE_CONCURRENT_CONVERSATION_MANAGER=false. It is the fallback and the baseline
+that benchmarks compare the concurrent manager against. Responses have the same shape; with no
+session state, memory and thread tracking see each event as the first of its conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Collection
+from typing import Any, Protocol
+
+from aiokafka.structs import TopicPartition
+
+from schemas.context import ProcessorContext, SessionSnapshot
+from schemas.events import ChatEvent, ProcessorOutcome, ResponseEvent
+from stream.priority import classify
+from stream.records import RecordSource
+from stream.sessions import session_id_for, session_key
+from stream.settings import Settings
+from stream.stats import LatencyWindow, RateMeter
+from stream.tracing import traced
+from stream.work import Deliver, WorkItem, build_response
+
+
+class BasicPipeline(Protocol):
+    async def run_basic(
+        self, context: ProcessorContext
+    ) -> tuple[str | None, dict[str, ProcessorOutcome], list[str]]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class BasicEngine:
+    """A FIFO and one worker per partition (one shared FIFO for events without a partition)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: BasicPipeline,
+        *,
+        deliver: Deliver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._pipeline = pipeline
+        self._deliver = deliver
+        self._clock = clock
+        self._queues: dict[TopicPartition | None, asyncio.Queue[WorkItem]] = {}
+        self._workers: dict[TopicPartition | None, asyncio.Task[None]] = {}
+        self._buffered = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._latency = LatencyWindow(2048)
+        self._rate = RateMeter(window_s=10.0)
+        self._processed = 0
+
+    async def start(self) -> BasicEngine:
+        return self
+
+    def submit(
+        self, event: ChatEvent, source: RecordSource | None = None, trace: Any = None
+    ) -> asyncio.Future[ResponseEvent]:
+        key = session_key(event, self._settings.session_scope)
+        item = WorkItem(
+            event=event, session_key=key, session_id=session_id_for(key),
+            priority=classify(event), admitted_at=self._clock(),
+            future=asyncio.get_running_loop().create_future(), source=source, trace=trace,
+        )
+        lane = source.tp if source is not None else None
+        if lane not in self._queues:
+            self._queues[lane] = asyncio.Queue()
+            self._workers[lane] = asyncio.create_task(self._work(self._queues[lane]))
+        self._buffered += 1
+        self._idle.clear()
+        self._queues[lane].put_nowait(item)
+        return item.future
+
+    async def _work(self, queue: asyncio.Queue[WorkItem]) -> None:
+        while True:
+            item = await queue.get()
+            try:
+                await self._answer(item)
+            except Exception as exc:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            finally:
+                self._buffered -= 1
+                if self._buffered == 0:
+                    self._idle.set()
+
+    async def _answer(self, item: WorkItem) -> None:
+        item.started_at = started = self._clock()
+        context = ProcessorContext(event=item.event,
+                                   session=SessionSnapshot(session_id=item.session_id))
+        with traced(item, started - item.admitted_at):
+            reply, outcomes, degraded = await self._pipeline.run_basic(context)
+        finished = self._clock()
+        response = build_response(
+            item, reply, outcomes, degraded,
+            queued_ms=(started - item.admitted_at) * 1000,
+            processing_ms=(finished - started) * 1000,
+        )
+        if self._deliver is not None:
+            await self._deliver(item, response)
+        self._processed += 1
+        self._rate.add(finished)
+        self._latency.add((self._clock() - item.admitted_at) * 1000)
+        if not item.future.done():
+            item.future.set_result(response)
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
+
+    async def drain(self, timeout_s: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    def release_partitions(self, partitions: Collection[TopicPartition]) -> list[WorkItem]:
+        dropped: list[WorkItem] = []
+        for tp in partitions:
+            queue = self._queues.get(tp)
+            while queue is not None and not queue.empty():
+                item = queue.get_nowait()
+                item.future.cancel()
+                dropped.append(item)
+                self._buffered -= 1
+        if self._buffered == 0:
+            self._idle.set()
+        return dropped
+
+    async def stop(self, timeout_s: float | None = None) -> None:
+        timeout_s = self._settings.shutdown_timeout_seconds if timeout_s is None else timeout_s
+        await self.drain(max(0.0, timeout_s - 0.25))
+        for task in self._workers.values():
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        self._pipeline.close()
+
+    def get_performance_stats(self) -> dict[str, Any]:
+        now = self._clock()
+        return {
+            "mode": "basic",
+            "performance": {
+                "messages_per_second": round(self._rate.rate(now), 3),
+                "avg_response_time_ms": round(self._latency.mean, 3),
+                "p95_response_time_ms": round(self._latency.percentile(95), 3),
+                "total_processed": self._processed,
+                "buffered": self._buffered,
+            },
+            "pools": self._pipeline.stats(),
+        }

@@ -1,0 +1,77 @@
+"""Kafka client keyword arguments, built by pure functions from Settings.
+
+Every client chatstream creates (consumer, producer, admin, the CLI's bot producer) goes through
+``common_client_config`` so security settings reach all of them.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from stream.settings import Settings
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.security_protocol.endswith("SSL"):
+        return None
+    from aiokafka.helpers import create_ssl_context
+
+    password = settings.ssl_password.get_secret_value() if settings.ssl_password else None
+    return create_ssl_context(
+        cafile=settings.ssl_cafile,
+        certfile=settings.ssl_certfile,
+        keyfile=settings.ssl_keyfile,
+        password=password,
+    )
+
+
+def common_client_config(settings: Settings, client_id: str) -> dict[str, Any]:
+    """Connection and security arguments shared by all aiokafka clients."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "client_id": client_id,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol.startswith("SASL"):
+        assert settings.sasl_password is not None  # Settings validates the combination
+        config.update(
+            sasl_mechanism=settings.sasl_mechanism,
+            sasl_plain_username=settings.sasl_username,
+            sasl_plain_password=settings.sasl_password.get_secret_value(),
+        )
+    context = _ssl_context(settings)
+    if context is not None:
+        config["ssl_context"] = context
+    return config
+
+
+def consumer_config(settings: Settings, client_id: str = "chatstream-consumer") -> dict[str, Any]:
+    """Consumer arguments: manual commits, earliest reset, a short fetch wait for low latency."""
+    return {
+        **common_client_config(settings, client_id),
+        "group_id": settings.group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        "max_poll_records": settings.max_poll_records,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        "rebalance_timeout_ms": max(settings.session_timeout_ms,
+                                    int(settings.rebalance_timeout_seconds * 1000) + 5000),
+    }
+
+
+def producer_config(settings: Settings, client_id: str = "chatstream-producer") -> dict[str, Any]:
+    """Producer arguments: acks=all by default; idempotence only where the broker supports it."""
+    acks: str | int = settings.producer_acks if settings.producer_acks == "all" else int(
+        settings.producer_acks
+    )
+    return {
+        **common_client_config(settings, client_id),
+        "acks": acks,
+        "linger_ms": settings.producer_linger_ms,
+        "enable_idempotence": settings.enable_idempotence,
+        "request_timeout_ms": 30000,
+        "retry_backoff_ms": 200,
+    }

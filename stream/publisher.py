@@ -1,0 +1,52 @@
+"""Publishing with broker acknowledgement: the step after which an offset may be committed."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from stream.records import Delivery
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    """Sends deliveries and waits for the broker's acknowledgement, retrying until it comes.
+
+    ``publish`` blocks while the broker is unreachable (backing off up to ``max_backoff_s``
+    between attempts) and raises only on cancellation: an unacknowledged response must never
+    let its offset be committed, and giving up would lose the event.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, *, max_backoff_s: float = 5.0) -> None:
+        self._producer = producer
+        self._max_backoff_s = max_backoff_s
+        self.failed_attempts = 0
+
+    async def publish(self, delivery: Delivery) -> RecordMetadata:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(KafkaError),
+            wait=wait_exponential_jitter(initial=0.1, max=self._max_backoff_s),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._send(delivery)
+        raise AssertionError("unreachable: tenacity retries until success or cancellation")
+
+    async def _send(self, delivery: Delivery) -> RecordMetadata:
+        pending = await self._producer.send(
+            delivery.topic, value=delivery.value, key=delivery.key, headers=delivery.headers
+        )
+        return await pending
+
+    def _log_retry(self, state: object) -> None:
+        self.failed_attempts += 1
+        outcome = getattr(state, "outcome", None)
+        error = outcome.exception() if outcome is not None else None
+        log.warning("publish failed, retrying: %s", error)

@@ -1,0 +1,203 @@
+"""Span names, attribute keys and the spans of one event's journey.
+
+Trace context travels in Kafka headers (W3C ``traceparent``). The upstream aiokafka
+instrumentation is not used for the consume side: its receive span ends inside ``getmany``,
+before the event has even been scheduled, so the process span here is started from the record's
+own headers and lives until the response is acknowledged.
+With no tracer provider configured every call below is a no-op of the OpenTelemetry API.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from schemas.events import ChatEvent, ProcessorOutcome, ProcessorStatus, ResponseEvent
+from stream.records import RecordSource
+from stream.work import WorkItem
+
+TRACER_NAME = "chatstream"
+
+
+class SpanName:
+    BOT_PUBLISH = "send chat.inbound"
+    PROCESS = "process chat.event"
+    QUEUE_WAIT = "chat.queue_wait"
+    PROCESSOR = "chat.processor {name}"
+    RESPONSE_PUBLISH = "send chat.responses"
+    DEAD_LETTER = "send chat.dlq"
+
+
+class Attr:
+    MESSAGING_SYSTEM = "messaging.system"
+    MESSAGING_OPERATION = "messaging.operation.type"
+    DESTINATION = "messaging.destination.name"
+    PARTITION = "messaging.destination.partition.id"
+    OFFSET = "messaging.kafka.offset"
+    MESSAGE_KEY = "messaging.kafka.message.key"
+    CONSUMER_GROUP = "messaging.consumer.group.name"
+    MESSAGE_ID = "messaging.message.id"
+    EVENT_ID = "chat.event_id"
+    SESSION_ID = "chat.session_id"
+    PRIORITY = "chat.priority"
+    BOT_ID = "chat.bot_id"
+    QUEUE_WAIT_MS = "chat.queue_wait_ms"
+    DEGRADED = "chat.degraded"
+    PROCESSOR = "chat.processor"
+    PROCESSOR_STATUS = "chat.processor.status"
+    ATTEMPTS = "chat.processor.attempts"
+    ERROR_TYPE = "error.type"
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+def headers_with_context(context: Context | None = None) -> list[tuple[str, bytes]]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=context)
+    return [(key, value.encode()) for key, value in carrier.items()]
+
+
+def context_from_headers(headers: Sequence[tuple[str, bytes]]) -> Context:
+    carrier = {key: value.decode(errors="replace") for key, value in headers}
+    return propagate.extract(carrier)
+
+
+@contextmanager
+def bot_publish_span(topic: str, event: Mapping[str, Any]) -> Iterator[list[tuple[str, bytes]]]:
+    """A PRODUCER span for a bot's publish; yields the headers that carry it."""
+    attributes = {
+        Attr.MESSAGING_SYSTEM: "kafka",
+        Attr.MESSAGING_OPERATION: "send",
+        Attr.DESTINATION: topic,
+        Attr.MESSAGE_KEY: str(event.get("channel_id", "")),
+        Attr.MESSAGE_ID: str(event.get("event_id", "")),
+        Attr.EVENT_ID: str(event.get("event_id", "")),
+        Attr.BOT_ID: str(event.get("bot_id", "")),
+    }
+    with tracer().start_as_current_span(SpanName.BOT_PUBLISH, kind=SpanKind.PRODUCER,
+                                        attributes=attributes):
+        yield headers_with_context()
+
+
+def start_process_span(source: RecordSource, group: str, event: ChatEvent | None) -> Span:
+    """The CONSUMER span of one inbound record, child of the bot's producer span if any.
+
+    It is not made current here: it outlives this call (it is ended after the response ack).
+    """
+    attributes: dict[str, Any] = {
+        Attr.MESSAGING_SYSTEM: "kafka",
+        Attr.MESSAGING_OPERATION: "process",
+        Attr.DESTINATION: source.tp.topic,
+        Attr.PARTITION: str(source.tp.partition),
+        Attr.OFFSET: source.offset,
+        Attr.CONSUMER_GROUP: group,
+    }
+    if source.key is not None:
+        attributes[Attr.MESSAGE_KEY] = source.key.decode(errors="replace")
+    if event is not None:
+        attributes.update({
+            Attr.MESSAGE_ID: event.event_id, Attr.EVENT_ID: event.event_id,
+            Attr.BOT_ID: event.bot_id,
+        })
+    return tracer().start_span(SpanName.PROCESS, context=context_from_headers(source.headers),
+                               kind=SpanKind.CONSUMER, attributes=attributes)
+
+
+@contextmanager
+def publish_span(parent: Span | None, topic: str, key: str | None
+                 ) -> Iterator[list[tuple[str, bytes]]]:
+    """A PRODUCER span for chatstream's own publish; yields headers carrying its context."""
+    context = trace.set_span_in_context(parent) if parent is not None else None
+    attributes = {Attr.MESSAGING_SYSTEM: "kafka", Attr.MESSAGING_OPERATION: "send",
+                  Attr.DESTINATION: topic}
+    if key is not None:
+        attributes[Attr.MESSAGE_KEY] = key
+    name = SpanName.DEAD_LETTER if topic.endswith("dlq") else SpanName.RESPONSE_PUBLISH
+    with tracer().start_as_current_span(name, context=context, kind=SpanKind.PRODUCER,
+                                        attributes=attributes):
+        yield headers_with_context()
+
+
+def mark_error(span: Span, error_type: str, message: str) -> None:
+    span.set_attribute(Attr.ERROR_TYPE, error_type)
+    span.set_status(Status(StatusCode.ERROR, message[:200]))
+
+
+def annotate_response(span: Span, item: WorkItem, response: ResponseEvent) -> None:
+    """Session, priority, queue wait and degradation of an answered event, on its process span."""
+    span.set_attributes({
+        Attr.SESSION_ID: item.session_id,
+        Attr.PRIORITY: item.priority.value,
+        Attr.QUEUE_WAIT_MS: response.queued_ms,
+        Attr.DEGRADED: list(response.degraded),
+    })
+    if response.degraded:
+        span.add_event("degraded", {Attr.DEGRADED: list(response.degraded)})
+
+
+def record_queue_wait(parent: Span, waited_s: float) -> None:
+    """A child span covering the time the event waited in its lane, ending now."""
+    end = time.time_ns()
+    start = end - int(waited_s * 1e9)
+    span = tracer().start_span(SpanName.QUEUE_WAIT, context=trace.set_span_in_context(parent),
+                               start_time=start, attributes={Attr.QUEUE_WAIT_MS: waited_s * 1000})
+    span.end(end_time=end)
+
+
+class ProcessorSpans:
+    """Pipeline observer: one span per processor call, child of the current (process) span.
+
+    The pipeline reports each outcome after the fact with its duration, so the span is
+    recorded with explicit start and end times; retries appear as span events.
+    """
+
+    def __init__(self) -> None:
+        self._attempt_errors: dict[tuple[int, str], list[tuple[int, str]]] = {}
+
+    @staticmethod
+    def _key(name: str) -> tuple[int, str] | None:
+        # Events are processed concurrently: the current process span tells them apart.
+        parent = trace.get_current_span()
+        return (parent.get_span_context().span_id, name) if parent.is_recording() else None
+
+    def on_attempt(self, name: str, attempt: int, error: BaseException | None) -> None:
+        key = self._key(name)
+        if key is not None and error is not None:
+            self._attempt_errors.setdefault(key, []).append((attempt, repr(error)[:200]))
+
+    def on_outcome(self, name: str, outcome: ProcessorOutcome) -> None:
+        key = self._key(name)
+        if key is None:
+            return
+        end = time.time_ns()
+        span = tracer().start_span(
+            SpanName.PROCESSOR.format(name=name), start_time=end - int(outcome.duration_ms * 1e6),
+            attributes={Attr.PROCESSOR: name, Attr.PROCESSOR_STATUS: outcome.status.value,
+                        Attr.ATTEMPTS: outcome.attempts},
+        )
+        for attempt, error in self._attempt_errors.pop(key, []):
+            span.add_event("retry", {"attempt": attempt, "error": error})
+        if outcome.status is not ProcessorStatus.OK:
+            span.set_attribute(Attr.DEGRADED, True)
+            mark_error(span, outcome.status.value, outcome.error or outcome.status.value)
+        span.end(end_time=end)
+
+
+@contextmanager
+def traced(item: WorkItem, waited_s: float) -> Iterator[None]:
+    """Run the pipeline of ``item`` inside its process span (if it has one)."""
+    span: Span | None = item.trace
+    if span is None or not span.is_recording():
+        yield
+        return
+    record_queue_wait(span, waited_s)
+    with trace.use_span(span, end_on_exit=False):
+        yield

@@ -1,0 +1,186 @@
+"""The concurrent conversation manager, driven through its Python API (no Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from processors.base import ExecutionKind, Stage
+from schemas.context import ProcessorContext
+from schemas.events import Priority
+from stream import create_concurrent_conversation_manager
+
+
+class SleepyProcessor:
+    """An I/O-bound analysis step: waits, then reports what it saw of the session."""
+
+    kind = ExecutionKind.ASYNC
+    stage = Stage.ANALYSIS
+
+    def __init__(self, delay_s: float, name: str = "sleepy", timeout_s: float = 5.0) -> None:
+        self.name = name
+        self.delay_s = delay_s
+        self.timeout_s = timeout_s
+        self.started: list[str] = []
+        self.active: dict[str, int] = defaultdict(int)
+        self.max_active_per_session = 0
+
+    async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        session = context.session.session_id
+        self.started.append(context.event.event_id)
+        self.active[session] += 1
+        self.max_active_per_session = max(self.max_active_per_session, self.active[session])
+        try:
+            await asyncio.sleep(self.delay_s)
+        finally:
+            self.active[session] -= 1
+        return {"history": [m.content for m in context.session.recent_messages]}
+
+
+class StuckProcessor:
+    """Never finishes on its own: stands for a hung dependency."""
+
+    name = "stuck"
+    kind = ExecutionKind.ASYNC
+    stage = Stage.ANALYSIS
+    timeout_s = 600.0
+
+    async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {}
+
+
+async def _manager(processor: Any, **settings: Any):
+    return await create_concurrent_conversation_manager(processors=[processor], **settings)
+
+
+async def test_thousand_sessions_finish_in_about_one_processor_latency():
+    """1000 concurrent sessions with a 200 ms I/O step take ~0.2 s, not 1000 x 0.2 s."""
+    processor = SleepyProcessor(0.2)
+    manager = await _manager(processor, max_in_flight=1000, max_concurrent_sessions=1000)
+    started = time.monotonic()
+    responses = await asyncio.gather(*(
+        manager.process_conversation_message(user_id=f"u{i}", channel_id=f"c{i % 50}",
+                                             content="hello", bot_id="b")
+        for i in range(1000)
+    ))
+    elapsed = time.monotonic() - started
+    await manager.stop()
+    assert len(responses) == 1000 and all(not r.degraded for r in responses)
+    assert elapsed < 0.2 * 10, f"took {elapsed:.2f} s"
+
+
+async def test_one_session_is_processed_in_order_one_at_a_time():
+    """Messages of one session run one at a time, in order, each seeing the earlier ones."""
+    processor = SleepyProcessor(0.01)
+    manager = await _manager(processor, max_in_flight=64)
+    contents = [f"message {i}" for i in range(20)]
+    responses = await asyncio.gather(*(
+        manager.process_conversation_message(user_id="u", channel_id="c", content=text,
+                                             bot_id="b", event_id=f"e{i}")
+        for i, text in enumerate(contents)
+    ))
+    await manager.stop()
+    assert processor.started == [f"e{i}" for i in range(20)]
+    assert processor.max_active_per_session == 1
+    assert responses[-1].analysis["sleepy"].data["history"][-3:] == contents[-4:-1]
+
+
+async def test_sessions_never_see_each_other():
+    """Two users in one channel have separate histories."""
+    processor = SleepyProcessor(0.0)
+    manager = await _manager(processor)
+    for i in range(3):
+        await manager.process_conversation_message(user_id="alice", channel_id="c",
+                                                   content=f"alice {i}", bot_id="b")
+        await manager.process_conversation_message(user_id="bob", channel_id="c",
+                                                   content=f"bob {i}", bot_id="b")
+    last = await manager.process_conversation_message(user_id="bob", channel_id="c",
+                                                      content="bob again", bot_id="b")
+    await manager.stop()
+    assert last.analysis["sleepy"].data["history"] == ["bob 0", "bob 1", "bob 2"]
+
+
+async def test_critical_overtakes_queued_normal_work():
+    """With one slot, a critical event queued after many normal ones runs next."""
+    processor = SleepyProcessor(0.02)
+    manager = await _manager(processor, max_in_flight=1)
+    normal = [asyncio.ensure_future(manager.process_conversation_message(
+        user_id=f"u{i}", channel_id="c", content="hi", bot_id="b", event_id=f"n{i}"))
+        for i in range(10)]
+    await asyncio.sleep(0)
+    critical = asyncio.ensure_future(manager.process_conversation_message(
+        user_id="x", channel_id="c", content="hi", bot_id="b", event_id="crit",
+        priority=Priority.CRITICAL))
+    await asyncio.gather(*normal, critical)
+    await manager.stop()
+    assert processor.started.index("crit") <= 1
+
+
+async def test_session_bound_holds_and_excess_sessions_wait():
+    """With room for 5 sessions, 20 distinct sessions are all answered, never more than 5 kept."""
+    processor = SleepyProcessor(0.02)
+    manager = await _manager(processor, max_concurrent_sessions=5, max_in_flight=100)
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, manager.get_performance_stats()["sessions"]["active_sessions"])
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    responses = await asyncio.gather(*(
+        manager.process_conversation_message(user_id=f"u{i}", channel_id="c", content="hi",
+                                             bot_id="b")
+        for i in range(20)
+    ))
+    watcher.cancel()
+    await manager.stop()
+    assert len(responses) == 20
+    assert 1 <= peak <= 5
+
+
+async def test_stop_returns_within_deadline_with_stuck_work():
+    """stop() returns within its 5 s deadline even when processors never finish."""
+    manager = await _manager(StuckProcessor(), max_in_flight=10)
+    pending = [asyncio.ensure_future(manager.process_conversation_message(
+        user_id=f"u{i}", channel_id="c", content="hi", bot_id="b")) for i in range(50)]
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    await manager.stop(timeout_s=1.0)
+    assert time.monotonic() - started < 2.0
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    assert all(isinstance(r, BaseException) for r in results)
+
+
+async def test_performance_stats_have_the_documented_shape():
+    """Stats carry sessions, performance, queues per priority, channels, cache and pools."""
+    manager = await _manager(SleepyProcessor(0.0))
+    await manager.process_conversation_message(user_id="u", channel_id="c", content="hi",
+                                               bot_id="b", priority="high")
+    stats = manager.get_performance_stats()
+    await manager.stop()
+    assert set(stats["sessions"]) >= {"active_sessions", "max_sessions", "utilization"}
+    assert set(stats["performance"]) >= {"messages_per_second", "avg_response_time_ms",
+                                         "p95_response_time_ms", "total_processed"}
+    assert set(stats["queues"]) == {"critical", "high", "normal", "low"}
+    assert stats["queues"]["high"]["processed"] == 1
+    assert stats["channels"]["active_channels"] == 1
+    assert "cache" in stats and "pools" in stats
+    assert stats["performance"]["total_processed"] == 1
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_both_paths_answer_with_the_same_shape(enabled):
+    """The basic path (ENABLE_CONCURRENT_CONVERSATION_MANAGER=false) answers like the manager."""
+    manager = await _manager(SleepyProcessor(0.0), enable_concurrent_manager=enabled)
+    response = await manager.process_conversation_message(user_id="u", channel_id="c",
+                                                          content="hello?", bot_id="b")
+    await manager.stop()
+    assert response.analysis["sleepy"].status.value == "ok"
+    assert response.priority is Priority.HIGH

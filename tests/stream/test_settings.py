@@ -1,0 +1,70 @@
+"""Settings: defaults, validation, and one-line errors that name the variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from stream.settings import SessionScope, SettingsError, load_settings
+
+
+def test_defaults_match_the_documentation(monkeypatch):
+    """Group, topics, partitions and limits have the documented defaults."""
+    for name in ("CHATSTREAM_GROUP_ID", "CHATSTREAM_INBOUND_TOPIC", "MAX_CONCURRENT_SESSIONS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert (settings.group_id, settings.inbound_topic, settings.response_topic,
+            settings.dlq_topic) == ("chatstream", "chat.inbound", "chat.responses", "chat.dlq")
+    assert settings.partitions == 8
+    assert settings.max_concurrent_sessions == 1000
+    assert settings.session_scope is SessionScope.USER
+    assert settings.context_cache_ttl_seconds == 120
+    assert settings.input_limits.max_content_chars == 4000
+
+
+@pytest.mark.parametrize("variable,value,expected", [
+    ("MAX_CONCURRENT_SESSIONS", "abc", "whole number"),
+    ("MAX_CONCURRENT_SESSIONS", "0", "greater than or equal to 1"),
+    ("CHATSTREAM_SESSION_SCOPE", "team", "'user' or 'channel'"),
+    ("CHATSTREAM_PARTITIONS", "-1", "greater than or equal to 1"),
+    ("ENABLE_CONCURRENT_CONVERSATION_MANAGER", "maybe", "true or false"),
+])
+def test_invalid_value_names_variable_value_and_expectation(monkeypatch, variable, value, expected):
+    """The error is one line: variable, offending value, what is expected."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert variable in message and repr(value) in message and expected in message
+
+
+def test_sasl_needs_credentials(monkeypatch):
+    """A SASL protocol without mechanism and credentials is rejected up front."""
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(SettingsError, match="KAFKA_SASL_MECHANISM"):
+        load_settings()
+
+
+def test_secrets_are_hidden_in_repr(monkeypatch):
+    """Passwords never show in the settings' repr (and so not in logs)."""
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "bot")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "hunter2-secret")
+    settings = load_settings()
+    assert "hunter2-secret" not in repr(settings) and "hunter2-secret" not in str(settings)
+
+
+def test_cli_exits_with_status_2_on_bad_configuration():
+    """`chatstream` prints one line to stderr and exits 2 for an invalid variable."""
+    result = subprocess.run(
+        [sys.executable, "-c", "from stream.cli import main; main()", "topics", "ensure"],
+        env={"MAX_CONCURRENT_SESSIONS": "abc", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MAX_CONCURRENT_SESSIONS='abc'" in lines[0]
