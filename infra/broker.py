@@ -5,6 +5,7 @@ Memory-only: a restart loses every record. It binds loopback only.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import os
 import shutil
@@ -108,7 +109,7 @@ class EmbeddedBroker:
         self.port = self.port or free_loopback_port()
         url = f"tcp://{LOOPBACK}:{self.port}"
         # A file, not a pipe: an undrained pipe would block the broker once it fills up.
-        self._log = tempfile.NamedTemporaryFile(prefix="chatstream-broker-", suffix=".log")
+        self._log = tempfile.NamedTemporaryFile(prefix="chatstream-broker-", suffix=".log")  # noqa: SIM115 (lives as long as the broker)
         self._process = subprocess.Popen(
             [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
@@ -138,10 +139,8 @@ class EmbeddedBroker:
     def wait(self, timeout_s: float) -> None:
         """Block up to timeout_s or until the broker exits."""
         if self._process is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
 
     def log_tail(self, chars: int = 500) -> str:
         if self._log is None:

@@ -41,16 +41,21 @@ def _wanted_exporter(env: Mapping[str, str]) -> str | None:
 def _otlp_exporter(env: Mapping[str, str]) -> SpanExporter:
     protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
         "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    # Endpoints are passed explicitly so that a given mapping (not only os.environ) is honoured.
+    traces_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter()
+        return OTLPSpanExporter(endpoint=traces_endpoint or base)
     if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter as HttpSpanExporter,
         )
 
-        return HttpSpanExporter()
+        if traces_endpoint is None and base is not None:
+            traces_endpoint = base.rstrip("/") + "/v1/traces"
+        return HttpSpanExporter(endpoint=traces_endpoint)
     raise TelemetryConfigError(
         f"invalid OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: expected http/protobuf or grpc")
 

@@ -7,19 +7,27 @@ from collections.abc import Sequence
 from processors.base import Processor
 from processors.cache import ContextCache
 from processors.pipeline import ProcessorPipeline
-from processors.registry import default_processors
+from processors.registry import ProcessorRegistry, default_processors
 from stream.basic import BasicEngine
 from stream.manager import ConcurrentConversationManager
+from stream.plugins import load_plugin_processors
 from stream.settings import Settings
+from stream.tracing import ProcessorSpans
 from stream.work import Deliver
 
 
-def build_pipeline(settings: Settings, processors: Sequence[Processor] | None = None,
-                   cache: ContextCache | None = None) -> tuple[ProcessorPipeline, ContextCache]:
-    cache = cache or ContextCache(max_size=settings.context_cache_max_size,
-                                  ttl_seconds=settings.context_cache_ttl_seconds)
-    chosen = list(processors) if processors is not None else default_processors(settings, cache)
-    return ProcessorPipeline.from_settings(chosen, settings), cache
+def build_pipeline(settings: Settings, processors: Sequence[Processor] | None = None
+                   ) -> tuple[ProcessorPipeline, ContextCache]:
+    """The default processors plus plugins (or exactly ``processors``), with pools and tracing."""
+    cache = ContextCache(max_size=settings.context_cache_max_size,
+                         ttl_seconds=settings.context_cache_ttl_seconds)
+    if processors is None:
+        registry = ProcessorRegistry(default_processors(settings, cache))
+        for plugin in load_plugin_processors(settings):
+            registry.register(plugin)
+        processors = registry.processors()
+    pipeline = ProcessorPipeline.from_settings(processors, settings, observer=ProcessorSpans())
+    return pipeline, cache
 
 
 def build_engine(settings: Settings, deliver: Deliver | None = None,
@@ -28,5 +36,4 @@ def build_engine(settings: Settings, deliver: Deliver | None = None,
     pipeline, cache = build_pipeline(settings, processors)
     if not settings.enable_concurrent_manager:
         return BasicEngine(settings, pipeline, deliver=deliver)
-    return ConcurrentConversationManager(settings, pipeline, deliver=deliver,
-                                         cache=cache)
+    return ConcurrentConversationManager(settings, pipeline, deliver=deliver, cache=cache)

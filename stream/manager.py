@@ -17,8 +17,8 @@ from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from aiokafka.structs import TopicPartition
-
 from processors.cache import ContextCache, run_cache_cleaner
+
 from schemas.context import ProcessorContext
 from schemas.events import ChatEvent, ProcessorOutcome, ProcessorStatus, ResponseEvent
 from stream.priority import classify
@@ -146,11 +146,13 @@ class ConcurrentConversationManager:
             future=asyncio.get_running_loop().create_future(), source=source, trace=trace,
         )
         self._idle.clear()
-        if key in self._sessions or not self._waiting:
-            if self._admit(item, now):
-                self._pump()
-                return item.future
-        self._waiting.append(item)
+        # Behind a non-empty waiting line only sessions that already hold a slot may pass,
+        # otherwise a later event of a waiting session could overtake its earlier one.
+        may_pass = key in self._sessions or not self._waiting
+        if may_pass and self._admit(item, now):
+            self._pump()
+        else:
+            self._waiting.append(item)
         return item.future
 
     def _admit(self, item: WorkItem, now: float) -> bool:

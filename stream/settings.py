@@ -164,6 +164,11 @@ class Settings(BaseSettings):
         10.0, gt=0, le=600, validation_alias=_env("CHATSTREAM_OPENAI_TIMEOUT_SECONDS")
     )
 
+    processor_plugins: str = Field(
+        "", validation_alias=_env("CHATSTREAM_PROCESSOR_PLUGINS"),
+        description="comma-separated 'module:factory' callables, each returning processors",
+    )
+
     # Observability
     http_port: int | None = Field(None, ge=0, le=65535, validation_alias=_env("CHATSTREAM_HTTP_PORT"))
     http_host: str = Field("127.0.0.1", validation_alias=_env("CHATSTREAM_HTTP_HOST"))
@@ -174,12 +179,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _security_combinations(self) -> Settings:
-        if self.security_protocol.startswith("SASL"):
-            if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
-                raise ValueError(
-                    "KAFKA_SECURITY_PROTOCOL=SASL_* needs KAFKA_SASL_MECHANISM, "
-                    "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
-                )
+        has_credentials = self.sasl_mechanism and self.sasl_username and self.sasl_password
+        if self.security_protocol.startswith("SASL") and not has_credentials:
+            raise ValueError(
+                "KAFKA_SECURITY_PROTOCOL=SASL_* needs KAFKA_SASL_MECHANISM, "
+                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError(
                 "CHATSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS must be lower than "

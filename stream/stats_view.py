@@ -25,10 +25,8 @@ def fetch_stats(base_url: str, timeout_s: float = 5.0) -> dict[str, Any]:
 def _rows(title: str, values: dict[str, Any]) -> list[str]:
     lines = [title]
     for key, value in values.items():
-        if isinstance(value, dict):
-            rendered = ", ".join(f"{k}={v}" for k, v in value.items())
-        else:
-            rendered = str(value)
+        is_group = isinstance(value, dict)
+        rendered = ", ".join(f"{k}={v}" for k, v in value.items()) if is_group else str(value)
         lines.append(f"  {key:<24} {rendered}")
     return lines
 
