@@ -14,7 +14,8 @@ from infra.broker import EmbeddedBroker
 from infra.topics import ensure_topics
 from stream.bot_client import BotClient, TopicWatcher
 from stream.bots import chat_events
-from stream.service import run_service
+from stream.runner import StreamRunner
+from stream.service import build_runner, run_service
 from stream.settings import Settings
 
 _MALFORMED = (
@@ -78,7 +79,8 @@ class _Tracker:
 
     def _maybe_print(self, response: dict[str, Any]) -> None:
         now = time.monotonic()
-        if now - self._last_sample < 2.0 and response["priority"] != "critical":
+        interval = 0.5 if response["priority"] == "critical" else 2.0
+        if now - self._last_sample < interval:
             return
         self._last_sample = now
         emotion = response["analysis"].get("emotion", {}).get("data", {}).get("label", "?")
@@ -117,6 +119,18 @@ async def _report_progress(watcher: TopicWatcher, tracker: _Tracker, summary: De
               f"p50 {p50:6.1f} ms", flush=True)
 
 
+async def _wait_until_ready(runner: StreamRunner, service: asyncio.Task[StreamRunner]) -> None:
+    ready = asyncio.create_task(runner.ready.wait())
+    await asyncio.wait({ready, service}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    if service.done():
+        service.result()
+    if not ready.done():
+        ready.cancel()
+        raise RuntimeError("chatstream did not join its group within 60 s")
+    print(f"chatstream joined group {runner.settings.group_id!r}, "
+          f"owns {len(runner.assignment)} partitions", flush=True)
+
+
 async def run_demo(settings: Settings, *, duration_s: float, rate: float, channels: int,
                    invalid_every: int) -> DemoSummary:
     """Run the whole demo and print its summary line; return the summary."""
@@ -125,7 +139,9 @@ async def run_demo(settings: Settings, *, duration_s: float, rate: float, channe
         print(f"embedded broker on {broker.bootstrap_servers}", flush=True)
         await ensure_topics(settings)
         stop = asyncio.Event()
-        service = asyncio.create_task(run_service(settings, stop))
+        runner = build_runner(settings)
+        service = asyncio.create_task(run_service(settings, stop, runner))
+        await _wait_until_ready(runner, service)
         tracker, summary = _Tracker(), DemoSummary()
         started = time.monotonic()
         async with TopicWatcher(settings, listener=tracker.on_record) as watcher, \
@@ -143,8 +159,8 @@ async def run_demo(settings: Settings, *, duration_s: float, rate: float, channe
             summary.dead_lettered = len(watcher.dead_letters)
             summary.latencies_ms = tracker.latencies_ms
         stop.set()
-        runner = await service
-        print(f"chatstream: {runner.engine.get_performance_stats()['performance']}"
-              if runner.engine else "", flush=True)
+        await service
+        if runner.engine is not None:
+            print(f"chatstream: {runner.engine.get_performance_stats()['performance']}", flush=True)
         print(f"SUMMARY: {summary.line()}", flush=True)
         return summary

@@ -112,7 +112,10 @@ class StreamRunner:
         self._publisher: Publisher | None = None
         self.engine: Engine | None = None
         self.assignment: set[TopicPartition] = set()
+        # Ready = partitions assigned (not handing over) and the broker answering requests.
         self.ready = asyncio.Event()
+        self._member_ok = False
+        self._broker_ok = True
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain, commit and close everything."""
@@ -126,9 +129,11 @@ class StreamRunner:
             await consumer.start()
             self._consumer = consumer
             consumer.subscribe([self.settings.inbound_topic], listener=_Rebalance(self))
+            watchdog = asyncio.create_task(self._watch_broker())
             try:
                 await self._consume_until(stop)
             finally:
+                watchdog.cancel()
                 await self._shut_down(consumer)
         finally:
             await producer.stop()
@@ -260,7 +265,8 @@ class StreamRunner:
         owner (its offsets are not committed)."""
         if not revoked or self.engine is None:
             return
-        self.ready.clear()
+        self._member_ok = False
+        self._refresh_ready()
         await self._wait_for_completion(revoked, self.settings.rebalance_timeout_seconds)
         dropped = self.engine.release_partitions(revoked)
         await self.commit(revoked)
@@ -303,9 +309,49 @@ class StreamRunner:
         self.assignment = set(assigned)
         if self._paused and self._consumer is not None:
             self._consumer.pause(*assigned)
-        if assigned:
-            self.ready.set()
+        self._member_ok = bool(assigned)
+        self._refresh_ready()
         log.info("assigned %d partitions", len(assigned))
+
+    def _refresh_ready(self) -> None:
+        if self._member_ok and self._broker_ok:
+            self.ready.set()
+        else:
+            self.ready.clear()
+
+    async def _watch_broker(self, interval_s: float = 1.0) -> None:
+        """Keep a metadata request going; while one stays unanswered for a session timeout, or
+        fails, the member is not ready.
+
+        A frozen or unreachable broker does not make aiokafka fail anything quickly: fetches,
+        commits and publishes just wait (they resume when it is back, losing nothing), so
+        without this probe /readyz would say ready throughout an outage.
+        """
+        assert self._consumer is not None
+        stall_s = self.settings.session_timeout_ms / 1000
+        probe: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                probe = asyncio.ensure_future(self._consumer.topics())
+                done, _ = await asyncio.wait({probe}, timeout=stall_s)
+                if not done:
+                    self._set_broker_ok(False, f"no answer for {stall_s:.1f} s")
+                    await asyncio.wait({probe})  # not cancelled: the answer may still come
+                error = probe.exception()
+                self._set_broker_ok(error is None, str(error))
+                await asyncio.sleep(interval_s)
+        finally:
+            if probe is not None and not probe.done():
+                probe.cancel()
+
+    def _set_broker_ok(self, ok: bool, why: str) -> None:
+        if ok != self._broker_ok:
+            if ok:
+                log.info("broker answers again: ready if partitions are assigned")
+            else:
+                log.warning("broker not answering (%s): not ready", why)
+        self._broker_ok = ok
+        self._refresh_ready()
 
     async def _shut_down(self, consumer: AIOKafkaConsumer) -> None:
         """Stop fetching, drain within the shutdown timeout, commit, close."""
@@ -324,5 +370,6 @@ class StreamRunner:
                             self.engine.buffered)
         for task in self._dead_letters:
             task.cancel()
-        self.ready.clear()
+        self._member_ok = False
+        self._refresh_ready()
         await consumer.stop()

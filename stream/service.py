@@ -21,14 +21,19 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, stop.set)
 
 
-async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> StreamRunner:
+def build_runner(settings: Settings) -> StreamRunner:
+    return StreamRunner(settings, lambda deliver: build_engine(settings, deliver))
+
+
+async def run_service(settings: Settings, stop: asyncio.Event | None = None,
+                      runner: StreamRunner | None = None) -> StreamRunner:
     """Run until ``stop`` is set (by a signal when not given); return the finished runner."""
     configure_logging(settings.log_format, settings.log_level)
     provider = configure_tracing()
     if stop is None:
         stop = asyncio.Event()
         install_stop_signals(stop)
-    runner = StreamRunner(settings, lambda deliver: build_engine(settings, deliver))
+    runner = runner or build_runner(settings)
     log.info("chatstream joining group %r on %s, topic %s", settings.group_id,
              settings.kafka_bootstrap_servers, settings.inbound_topic)
     http = None
@@ -36,6 +41,8 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         from stream.http import start_http_server
 
         http = await start_http_server(settings, runner)
+        log.info("serving /metrics, /stats, /healthz, /readyz on http://%s:%d",
+                 settings.http_host, http.port)
     try:
         await runner.run(stop)
     finally:

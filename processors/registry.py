@@ -1,0 +1,133 @@
+"""Which processors run, and the one validated way to add custom ones.
+
+Adding a processor::
+
+    registry = default_registry(settings, cache)
+    registry.register(TextStatsProcessor())          # processors.examples
+    pipeline = ProcessorPipeline.from_settings(registry.processors(), settings)
+
+``register`` checks the contract up front so a mistake fails at start-up, not on the first event.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import pickle
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, TypeVar
+
+from processors.base import ExecutionKind, Processor, Stage
+from processors.cache import ContextCache
+from processors.emotion import EmotionProcessor
+from processors.memory import MemoryProcessor
+from processors.reply import ReplyProcessor
+from processors.responders import responder_from_settings
+from processors.thread import ThreadProcessor
+
+if TYPE_CHECKING:
+    from stream.settings import Settings
+
+P = TypeVar("P", bound=Processor)
+
+
+def validate_processor(processor: object) -> None:
+    """Raise ``TypeError``/``ValueError`` naming what breaks the ``Processor`` contract."""
+    if not isinstance(processor, Processor):
+        raise TypeError(
+            f"{type(processor).__name__} is not a Processor: it needs name, kind, stage, "
+            "timeout_s and process(context)"
+        )
+    if not isinstance(processor.name, str) or not processor.name:
+        raise ValueError("a processor name must be a non-empty string")
+    if not isinstance(processor.kind, ExecutionKind) or not isinstance(processor.stage, Stage):
+        raise TypeError(f"{processor.name}: kind must be an ExecutionKind, stage a Stage")
+    timeout = processor.timeout_s
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
+        math.isfinite(timeout) and timeout > 0
+    ):
+        raise ValueError(f"{processor.name}: timeout_s must be a positive number, got {timeout!r}")
+    is_coroutine = inspect.iscoroutinefunction(processor.process)
+    if (processor.kind is ExecutionKind.ASYNC) != is_coroutine:
+        raise TypeError(
+            f"{processor.name}: process must be `async def` exactly when kind is ASYNC"
+        )
+    if processor.kind is ExecutionKind.PROCESS:
+        _check_picklable(processor)
+
+
+def _check_picklable(processor: Processor) -> None:
+    # A spawned worker re-imports the class by module path; __main__ is not the same module there.
+    if type(processor).__module__ == "__main__":
+        raise ValueError(
+            f"{processor.name}: a PROCESS processor's class must live in an importable module, "
+            "not __main__"
+        )
+    try:
+        pickle.loads(pickle.dumps(processor))
+    except Exception as exc:
+        raise ValueError(
+            f"{processor.name}: a PROCESS processor must be picklable ({type(exc).__name__}: "
+            f"{exc})"
+        ) from None
+
+
+class ProcessorRegistry:
+    """An ordered set of processors with unique names; every entry passed ``validate_processor``.
+    Order is kept: compose processors run in registration order."""
+
+    def __init__(self, processors: Iterable[Processor] = ()) -> None:
+        self._processors: dict[str, Processor] = {}
+        for processor in processors:
+            self.register(processor)
+
+    def register(self, processor: P) -> P:
+        """Validate and add ``processor``; returns it. Raises ``ValueError`` on a duplicate name."""
+        validate_processor(processor)
+        if processor.name in self._processors:
+            raise ValueError(f"a processor named {processor.name!r} is already registered")
+        self._processors[processor.name] = processor
+        return processor
+
+    def unregister(self, name: str) -> Processor:
+        """Remove and return the processor called ``name`` (``KeyError`` if absent)."""
+        return self._processors.pop(name)
+
+    def processors(self) -> list[Processor]:
+        """The processors, in registration order."""
+        return list(self._processors.values())
+
+    def names(self) -> list[str]:
+        return list(self._processors)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._processors
+
+    def __iter__(self) -> Iterator[Processor]:
+        return iter(self.processors())
+
+    def __len__(self) -> int:
+        return len(self._processors)
+
+
+def default_processors(settings: Settings, cache: ContextCache) -> list[Processor]:
+    """emotion (process), memory (thread, uses ``cache``), thread (async), reply (async, compose).
+
+    Every step gets CHATSTREAM_PROCESSOR_TIMEOUT_SECONDS, except the reply step with the OpenAI
+    responder, which gets at least CHATSTREAM_OPENAI_TIMEOUT_SECONDS (an HTTP call is slower).
+    """
+    timeout = settings.processor_timeout_seconds
+    reply_timeout = timeout
+    if settings.responder == "openai":
+        reply_timeout = max(timeout, settings.openai_timeout_seconds + 0.5)
+    return [
+        EmotionProcessor(timeout_s=timeout),
+        MemoryProcessor(cache, timeout_s=timeout),
+        ThreadProcessor(timeout_s=timeout),
+        ReplyProcessor(responder_from_settings(settings), timeout_s=reply_timeout),
+    ]
+
+
+def default_registry(settings: Settings, cache: ContextCache) -> ProcessorRegistry:
+    """A registry holding ``default_processors``, ready for ``register`` of custom ones."""
+    return ProcessorRegistry(default_processors(settings, cache))

@@ -1,0 +1,35 @@
+"""The reply composer: turns the analysis into reply text through a pluggable responder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from processors.base import ExecutionKind, Stage
+from processors.responders import Responder, TemplateResponder
+from schemas.context import ProcessorContext
+
+REPLY_KEY = "reply"
+
+
+@dataclass(slots=True)
+class ReplyProcessor:
+    """Compose-stage step: ``{"reply": str, "responder": name}``.
+
+    Sees only the data of analysis steps that succeeded (``context.analysis``). Raises what the
+    responder raises (``TransientProcessorError`` is retried by the pipeline) and ``TypeError``
+    when a responder returns something other than text.
+    """
+
+    responder: Responder = field(default_factory=TemplateResponder)
+    name: str = "reply"
+    kind: ExecutionKind = ExecutionKind.ASYNC
+    stage: Stage = Stage.COMPOSE
+    timeout_s: float = 2.0
+
+    async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        text = await self.responder.respond(context)
+        if not isinstance(text, str):
+            raise TypeError(f"responder returned {type(text).__name__}, expected str")
+        name = getattr(self.responder, "name", type(self.responder).__name__)
+        return {REPLY_KEY: text, "responder": name}

@@ -1,0 +1,115 @@
+"""Conversation threads: which thread a message belongs to, and when a new one starts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from processors.base import ExecutionKind, Stage
+from processors.text import jaccard, tokenize
+from schemas.context import ProcessorContext, SessionSnapshot
+
+_MARKERS = re.compile(
+    r"\b(new topic|different topic|change of subject|unrelated|anyway|anyways|btw|by the way|"
+    r"on another note|different question|another question)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRules:
+    """When a new thread starts. ``min_words`` guards the topic-shift test against short replies
+    ("ok", "sure") that share no words with anything."""
+
+    idle_gap: timedelta = timedelta(minutes=10)
+    shift_threshold: float = 0.08
+    min_words: int = 4
+    context_messages: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadDecision:
+    thread_number: int
+    new_thread: bool
+    reason: str  # first | idle_gap | marker | topic_shift | continuation
+
+
+def has_marker(content: str) -> bool:
+    """True if the content says it changes the subject ("btw", "new topic", "anyway", ...)."""
+    return _MARKERS.search(content) is not None
+
+
+def thread_words(session: SessionSnapshot, rules: ThreadRules) -> set[str]:
+    """Content words of the current thread's last ``context_messages`` messages."""
+    in_thread = [m for m in session.recent_messages if m.thread_id == session.current_thread_id]
+    words: set[str] = set()
+    for message in in_thread[-rules.context_messages :]:
+        words.update(tokenize(message.content))
+    return words
+
+
+def is_topic_shift(content: str, session: SessionSnapshot, rules: ThreadRules) -> bool:
+    """Low word overlap with the current thread, judged only when both sides have enough words."""
+    current = set(tokenize(content))
+    previous = thread_words(session, rules)
+    if len(current) < rules.min_words or len(previous) < rules.min_words:
+        return False
+    return jaccard(current, previous) < rules.shift_threshold
+
+
+def _aware(moment: datetime) -> datetime:
+    # Snapshots written by older code may hold naive UTC datetimes; comparing would raise.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def decide(content: str, at: datetime, session: SessionSnapshot, rules: ThreadRules) -> ThreadDecision:
+    """Pure thread decision; precedence: first > idle_gap > marker > topic_shift > continuation."""
+    number = session.thread_count
+    if session.current_thread_id is None:
+        return ThreadDecision(number + 1, True, "first")
+    last = session.last_activity
+    if last is not None and _aware(at) - _aware(last) >= rules.idle_gap:
+        return ThreadDecision(number + 1, True, "idle_gap")
+    if has_marker(content):
+        return ThreadDecision(number + 1, True, "marker")
+    if is_topic_shift(content, session, rules):
+        return ThreadDecision(number + 1, True, "topic_shift")
+    return ThreadDecision(max(number, 1), False, "continuation")
+
+
+def thread_id_for(session_id: str, thread_number: int) -> str:
+    """Deterministic thread id: ``"{session_id}#{thread_number}"``."""
+    return f"{session_id}#{thread_number}"
+
+
+@dataclass(slots=True)
+class ThreadProcessor:
+    """Assigns the event to a conversation thread (cheap and pure: runs on the event loop).
+
+    Data: thread_id, new_thread, reason, thread_message_index (0 for the message opening a
+    thread; otherwise the count of earlier messages of the thread within the session's recent
+    history window, so it saturates at the history size). Raises nothing.
+    """
+
+    rules: ThreadRules = ThreadRules()
+    name: str = "thread"
+    kind: ExecutionKind = ExecutionKind.ASYNC
+    stage: Stage = Stage.ANALYSIS
+    timeout_s: float = 2.0
+
+    async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        session = context.session
+        decision = decide(context.event.content, context.event.timestamp, session, self.rules)
+        if decision.new_thread or session.current_thread_id is None:
+            thread_id, index = thread_id_for(session.session_id, decision.thread_number), 0
+        else:
+            thread_id = session.current_thread_id
+            index = sum(1 for m in session.recent_messages if m.thread_id == thread_id)
+        return {
+            "thread_id": thread_id,
+            "new_thread": decision.new_thread,
+            "reason": decision.reason,
+            "thread_message_index": index,
+        }

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import pytest
+
+from processors.cache import ContextCache
+from processors.memory import MemoryProcessor, build_index, cosine, rank
+
+HISTORY = [
+    "My order 1234 hasn't arrived yet and the tracking page shows nothing",
+    "I love the new dark mode in the app",
+    "Can I change the delivery address on my account?",
+    "What's the weather like in Paris this weekend",
+]
+
+
+def test_relevant_earlier_message_comes_first(make_context):
+    """The earlier message sharing the most distinctive words ranks first."""
+    memory = MemoryProcessor(ContextCache())
+    data = memory.process(
+        make_context("Any update on the tracking? My order still hasn't arrived", history=HISTORY)
+    )
+    assert data["related"][0]["event_id"] == "e0"
+    assert data["related"][0]["score"] > 0.3
+    assert data["history_size"] == 4
+    assert [r["score"] for r in data["related"]] == sorted(
+        (r["score"] for r in data["related"]), reverse=True
+    )
+
+
+def test_unrelated_query_returns_nothing(make_context):
+    """Nothing scores above min_score when no content word is shared."""
+    data = MemoryProcessor(ContextCache()).process(
+        make_context("Recommend a good jazz album", history=HISTORY)
+    )
+    assert data["related"] == []
+
+
+def test_nothing_crosses_sessions_sharing_a_cache(make_context):
+    """Two sessions on one cache only ever see their own history."""
+    cache = ContextCache()
+    memory = MemoryProcessor(cache)
+    bob = make_context("where is my order", session_id="bot/chan/bob", history=HISTORY)
+    alice = make_context("where is my order", session_id="bot/chan/alice",
+                         history=["I like turtles", "order pizza tonight maybe"])
+    bob_ids = {r["event_id"] for r in memory.process(bob)["related"]}
+    alice_related = memory.process(alice)["related"]
+    assert bob_ids == {"e0"}
+    assert [r["content"] for r in alice_related] == ["order pizza tonight maybe"]
+    assert cache.stats()["size"] == 2
+
+
+def test_same_session_id_of_another_bot_is_isolated(make_context):
+    """Scopes include the bot: equal session ids of two bots never share an index."""
+    memory = MemoryProcessor(ContextCache())
+    first = memory.process(make_context("order tracking", bot_id="b1", history=HISTORY))
+    other = memory.process(make_context("order tracking", bot_id="b2", history=["order soup"]))
+    assert first["cache"] == other["cache"] == "miss"
+    assert [r["content"] for r in other["related"]] == ["order soup"]
+
+
+def test_index_cached_per_message_count(make_context):
+    """Same history -> cache hit; one more message -> a new key and a miss."""
+    memory = MemoryProcessor(ContextCache())
+    assert memory.process(make_context("order", history=HISTORY))["cache"] == "miss"
+    assert memory.process(make_context("order", history=HISTORY))["cache"] == "hit"
+    longer = [*HISTORY, "another order question"]
+    assert memory.process(make_context("order", history=longer))["cache"] == "miss"
+
+
+def test_top_k_truncation_and_self_exclusion(make_context):
+    """At most top_k results, content cut to 200 chars, the current event never matched."""
+    history = [f"refund request number {i} " + "x" * 300 for i in range(5)]
+    context = make_context("refund request", history=history, event_id="e4")
+    data = MemoryProcessor(ContextCache(), top_k=2).process(context)
+    assert len(data["related"]) == 2
+    assert all(len(r["content"]) == 200 for r in data["related"])
+    assert "e4" not in {r["event_id"] for r in data["related"]}
+    assert data["history_size"] == 4
+
+
+def test_cosine_bounds():
+    """Cosine is 1 for proportional vectors, 0 for disjoint or empty ones."""
+    assert cosine({"a": 1.0, "b": 2.0}, {"a": 2.0, "b": 4.0}) == pytest.approx(1.0)
+    assert cosine({"a": 1.0}, {"b": 1.0}) == 0.0
+    assert cosine({}, {"a": 1.0}) == 0.0
+
+
+def test_rare_terms_outweigh_common_ones(make_context):
+    """IDF: a word in every message counts less than a word in one."""
+    ctx = make_context("x", history=["printer issue again", "billing issue again", "issue"])
+    index = build_index(ctx.session.recent_messages)
+    top = rank(index, "printer issue", top_k=3, min_score=0.0)
+    assert top[0]["event_id"] == "e0"

@@ -1,0 +1,350 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from processors.base import ExecutionKind, Stage, TransientProcessorError
+from processors.cache import ContextCache
+from processors.emotion import EmotionProcessor
+from processors.memory import MemoryProcessor
+from processors.pipeline import ProcessorPipeline, spawn_process_pool
+from processors.reply import ReplyProcessor
+from processors.thread import ThreadProcessor
+from schemas.context import ProcessorContext
+from schemas.events import ProcessorOutcome, ProcessorStatus
+from stream.settings import Settings
+
+# -- test processors (module level: PROCESS ones are re-imported by spawned workers) ----------
+
+
+@dataclass
+class Echo:
+    name: str = "echo"
+    kind: ExecutionKind = ExecutionKind.ASYNC
+    stage: Stage = Stage.ANALYSIS
+    timeout_s: float = 1.0
+
+    async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        return {"content": context.event.content}
+
+
+@dataclass
+class Boom:
+    name: str = "boom"
+    kind: ExecutionKind = ExecutionKind.THREAD
+    stage: Stage = Stage.ANALYSIS
+    timeout_s: float = 1.0
+
+    def process(self, context: ProcessorContext) -> dict[str, Any]:
+        raise ValueError("lexicon missing")
+
+
+@dataclass
+class Sleepy:
+    """Sleeps on the loop (ASYNC) or blocks a worker thread (THREAD)."""
+
+    name: str = "sleepy"
+    kind: ExecutionKind = ExecutionKind.ASYNC
+    stage: Stage = Stage.ANALYSIS
+    timeout_s: float = 0.2
+    seconds: float = 1.0
+
+    async def _sleep(self, context: ProcessorContext) -> dict[str, Any]:
+        await asyncio.sleep(self.seconds)
+        return {}
+
+    def _block(self, context: ProcessorContext) -> dict[str, Any]:
+        time.sleep(self.seconds)
+        return {}
+
+
+@dataclass
+class Flaky:
+    """Fails with ``error`` while ``failures_left`` > 0 (or forever while ``broken``)."""
+
+    name: str = "flaky"
+    kind: ExecutionKind = ExecutionKind.ASYNC
+    stage: Stage = Stage.ANALYSIS
+    timeout_s: float = 1.0
+    failures_left: int = 0
+    broken: bool = False
+    error: type[Exception] = TransientProcessorError
+    calls: int = 0
+
+    async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        self.calls += 1
+        if self.broken or self.failures_left > 0:
+            self.failures_left -= 1
+            raise self.error("upstream hiccup")
+        return {"calls": self.calls}
+
+
+@dataclass
+class Spy:
+    """Compose step recording the analysis it was given."""
+
+    name: str = "spy"
+    kind: ExecutionKind = ExecutionKind.ASYNC
+    stage: Stage = Stage.COMPOSE
+    timeout_s: float = 1.0
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        self.seen.append(dict(context.analysis))
+        return {"reply": f"seen {sorted(context.analysis)}"}
+
+
+@dataclass
+class WhereAmI:
+    name: str = "where"
+    kind: ExecutionKind = ExecutionKind.PROCESS
+    stage: Stage = Stage.ANALYSIS
+    timeout_s: float = 10.0
+
+    def process(self, context: ProcessorContext) -> dict[str, Any]:
+        return {"pid": os.getpid()}
+
+
+@dataclass
+class DiesOnce:
+    """Kills its worker process the first time (marker file absent), then answers."""
+
+    marker: str
+    name: str = "dies_once"
+    kind: ExecutionKind = ExecutionKind.PROCESS
+    stage: Stage = Stage.ANALYSIS
+    timeout_s: float = 15.0
+
+    def process(self, context: ProcessorContext) -> dict[str, Any]:
+        if not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            os._exit(1)
+        return {"pid": os.getpid()}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.attempts: list[tuple[str, int, str | None]] = []
+        self.outcomes: dict[str, ProcessorOutcome] = {}
+
+    def on_attempt(self, name: str, attempt: int, error: BaseException | None) -> None:
+        self.attempts.append((name, attempt, type(error).__name__ if error else None))
+
+    def on_outcome(self, name: str, outcome: ProcessorOutcome) -> None:
+        self.outcomes[name] = outcome
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sleepy(kind: ExecutionKind) -> Sleepy:
+    step = Sleepy(name=f"sleepy_{kind}", kind=kind)
+    step.process = step._sleep if kind is ExecutionKind.ASYNC else step._block  # type: ignore[method-assign]
+    return step
+
+
+@pytest.fixture(scope="module")
+def pools() -> Iterator[tuple[ThreadPoolExecutor, Any]]:
+    threads, processes = ThreadPoolExecutor(8), spawn_process_pool(2)
+    yield threads, processes
+    threads.shutdown(wait=False, cancel_futures=True)
+    processes.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def build(pools):
+    def _build(*processors: Any, **options: Any) -> ProcessorPipeline:
+        return ProcessorPipeline(list(processors), *pools, **options)
+
+    return _build
+
+
+def default_steps() -> list[Any]:
+    return [EmotionProcessor(timeout_s=10), MemoryProcessor(ContextCache()), ThreadProcessor(),
+            ReplyProcessor()]
+
+
+async def test_all_ok_with_default_processors(build, make_context):
+    """Emotion (process), memory (thread), thread (async) and reply all succeed; no degradation."""
+    pipeline = build(*default_steps())
+    context = make_context("My order never arrived and this is awful", history=[
+        "I placed an order last week", "the order number is 1234"])
+    reply, outcomes, degraded = await pipeline.run(context)
+    assert degraded == []
+    assert {n: o.status for n, o in outcomes.items()} == dict.fromkeys(
+        ["emotion", "memory", "thread", "reply"], ProcessorStatus.OK)
+    assert outcomes["emotion"].data["label"] == "negative"
+    assert outcomes["memory"].data["related"]
+    assert reply is not None and reply.startswith("I'm sorry")
+    assert reply == outcomes["reply"].data["reply"]
+
+
+async def test_failing_processor_is_degraded_others_present(build, make_context):
+    """A raising step becomes FAILED with its error text; the event is still answered."""
+    reply, outcomes, degraded = await build(Echo(), Boom(), ReplyProcessor()).run(
+        make_context("hello"))
+    assert degraded == ["boom"]
+    assert outcomes["boom"].status is ProcessorStatus.FAILED
+    assert outcomes["boom"].error == "ValueError: lexicon missing"
+    assert outcomes["echo"].data == {"content": "hello"}
+    assert reply
+
+
+@pytest.mark.parametrize("kind", [ExecutionKind.ASYNC, ExecutionKind.THREAD])
+async def test_slow_processor_times_out_near_its_timeout(build, make_context, kind):
+    """A step past timeout_s yields TIMEOUT after about timeout_s, on the loop or in a thread."""
+    step = sleepy(kind)
+    started = time.monotonic()
+    _, outcomes, degraded = await build(Echo(), step).run(make_context("hi"))
+    elapsed = time.monotonic() - started
+    assert outcomes[step.name].status is ProcessorStatus.TIMEOUT
+    assert outcomes[step.name].error == "timed out after 0.2s"
+    assert degraded == [step.name]
+    assert 0.2 <= elapsed < 0.6
+
+
+async def test_transient_failure_then_success_counts_two_attempts(build, make_context):
+    """One transient error is retried: OK with attempts == 2, seen by the observer."""
+    observer = Recorder()
+    _, outcomes, degraded = await build(Flaky(failures_left=1), observer=observer).run(
+        make_context("hi"))
+    assert degraded == []
+    assert (outcomes["flaky"].status, outcomes["flaky"].attempts) == (ProcessorStatus.OK, 2)
+    assert observer.attempts == [("flaky", 1, "TransientProcessorError"), ("flaky", 2, None)]
+    assert observer.outcomes["flaky"] == outcomes["flaky"]
+
+
+async def test_retries_exhausted_and_permanent_errors(build, make_context):
+    """Transient errors stop after retries+1 attempts; other errors after one."""
+    from processors.resilience import RetryPolicy
+
+    transient = Flaky(name="transient", broken=True)
+    permanent = Flaky(name="permanent", broken=True, error=KeyError)
+    pipeline = build(transient, permanent, retry_policy=RetryPolicy(retries=2, initial_s=0.001))
+    _, outcomes, degraded = await pipeline.run(make_context("hi"))
+    assert (outcomes["transient"].attempts, outcomes["permanent"].attempts) == (3, 1)
+    assert sorted(degraded) == ["permanent", "transient"]
+    assert pipeline.stats()["transient"]["retries"] == 2
+
+
+async def test_breaker_opens_skips_and_closes_after_cool_down(build, make_context):
+    """After the threshold of failed runs the step is SKIPPED uncalled; after the cool-down a
+    successful trial closes the breaker again."""
+    clock = FakeClock()
+    flaky = Flaky(broken=True, error=RuntimeError)
+    pipeline = build(Echo(), flaky, failure_threshold=2, cooldown_s=10, clock=clock)
+    context = make_context("hi")
+    for _ in range(2):
+        await pipeline.run(context)
+    _, outcomes, degraded = await pipeline.run(context)
+    assert outcomes["flaky"].status is ProcessorStatus.SKIPPED
+    assert outcomes["flaky"].attempts == 0
+    assert degraded == ["flaky"] and flaky.calls == 2
+    assert pipeline.stats()["flaky"]["breaker"] == "open"
+
+    flaky.broken = False
+    clock.now = 10.0
+    _, outcomes, degraded = await pipeline.run(context)
+    assert outcomes["flaky"].status is ProcessorStatus.OK and degraded == []
+    stats = pipeline.stats()["flaky"]
+    assert (stats["breaker"], stats["opened_count"], stats["skipped"]) == ("closed", 1, 1)
+
+
+async def test_process_kind_runs_in_another_process(build, make_context):
+    """PROCESS steps run in a worker process, side by side with the real EmotionProcessor."""
+    _, outcomes, degraded = await build(WhereAmI(), EmotionProcessor(timeout_s=10)).run(
+        make_context("what a lovely day"))
+    assert degraded == []
+    assert outcomes["where"].data["pid"] != os.getpid()
+    assert outcomes["emotion"].data["label"] == "positive"
+
+
+async def test_compose_sees_only_successful_analysis(build, make_context):
+    """The compose stage gets data of OK analysis steps only; its reply is the result."""
+    spy = Spy()
+    reply, _, degraded = await build(Echo(), Boom(), spy).run(make_context("hi"))
+    assert spy.seen == [{"echo": {"content": "hi"}}]
+    assert reply == "seen ['echo']"
+    assert degraded == ["boom"]
+
+
+async def test_run_basic_has_no_retries_and_no_breaker(build, make_context):
+    """run_basic: one attempt per step and a failing step is still called every time."""
+    flaky = Flaky(broken=True)
+    pipeline = build(Echo(), flaky, failure_threshold=1)
+    for _ in range(3):
+        reply, outcomes, degraded = await pipeline.run_basic(make_context("hi"))
+        assert outcomes["flaky"].status is ProcessorStatus.FAILED
+        assert outcomes["flaky"].attempts == 1
+    assert flaky.calls == 3
+    assert reply is None and degraded == ["flaky"]
+
+
+async def test_broken_observer_does_not_break_the_pipeline(build, make_context):
+    """An observer raising on every call is logged and ignored."""
+
+    class Broken:
+        def on_attempt(self, *args: Any) -> None:
+            raise RuntimeError("tracer down")
+
+        on_outcome = on_attempt
+
+    _, outcomes, degraded = await build(Echo(), observer=Broken()).run(make_context("hi"))
+    assert outcomes["echo"].status is ProcessorStatus.OK and degraded == []
+
+
+async def test_non_dict_result_fails_the_step(build, make_context):
+    """A step returning something other than a dict is FAILED with a TypeError."""
+
+    class Wrong(Echo):
+        async def process(self, context: ProcessorContext) -> Any:
+            return ["not", "a", "dict"]
+
+    _, outcomes, _ = await build(Wrong(name="wrong")).run(make_context("hi"))
+    assert outcomes["wrong"].error == "TypeError: process() returned list, expected dict"
+
+
+def test_duplicate_names_rejected(pools):
+    """Two processors with one name cannot form a pipeline."""
+    with pytest.raises(ValueError, match="unique"):
+        ProcessorPipeline([Echo(), Echo()], *pools)
+
+
+async def test_broken_process_pool_is_replaced_and_retried(make_context, tmp_path):
+    """A worker dying breaks the pool: a new pool is made and the attempt retried there."""
+    pipeline = ProcessorPipeline(
+        [DiesOnce(marker=str(tmp_path / "died"))], ThreadPoolExecutor(1), spawn_process_pool(1),
+        process_pool_factory=lambda: spawn_process_pool(1),
+    )
+    try:
+        _, outcomes, degraded = await pipeline.run(make_context("hi"))
+    finally:
+        pipeline.close()
+    assert degraded == []
+    assert outcomes["dies_once"].attempts == 2
+
+
+async def test_from_settings_warms_up_and_close_shuts_pools(make_context):
+    """from_settings builds working pools; close() refuses further work without waiting."""
+    settings = Settings(max_worker_processes=1, max_worker_threads=2, processor_retries=0)
+    pipeline = ProcessorPipeline.from_settings([WhereAmI(), Boom()], settings)
+    pids = await pipeline.warm_up()
+    _, outcomes, _ = await pipeline.run(make_context("hi"))
+    assert outcomes["where"].data["pid"] in pids
+    pipeline.close()
+    _, outcomes, _ = await pipeline.run(make_context("hi"))
+    assert outcomes["where"].status is ProcessorStatus.FAILED
+    assert "shutdown" in (outcomes["where"].error or "")
