@@ -43,10 +43,13 @@ def is_question(content: str) -> bool:
 def _opening(emotion: Mapping[str, Any]) -> str:
     if emotion.get("escalating"):
         return "I'm really sorry this keeps getting more frustrating; let's get it sorted together."
+    label = str(emotion.get("label"))
+    if label == "positive" and float(emotion.get("compound", 0.0)) < 0.5:
+        label = "neutral"  # "help" or "thanks" alone make VADER mildly positive: no cheering
     return {
         "negative": "I'm sorry to hear that.",
         "positive": "Great to hear!",
-    }.get(str(emotion.get("label")), "Thanks for your message.")
+    }.get(label, "Thanks for your message.")
 
 
 def _thread_note(thread: Mapping[str, Any]) -> str:

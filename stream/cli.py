@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from enum import StrEnum
 from typing import Annotated
@@ -87,6 +88,10 @@ def broker(port: Annotated[int, typer.Option(help="loopback port (0: any free)")
     """Run the embedded broker in the foreground and print its bootstrap address."""
     from infra.broker import EmbeddedBroker
 
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # stop the broker child on SIGTERM too
     with EmbeddedBroker(port=port) as embedded:
         typer.echo(f"KAFKA_BOOTSTRAP_SERVERS={embedded.bootstrap_servers}")
         typer.echo("memory-only broker running; Ctrl-C stops it (and loses its data)")
