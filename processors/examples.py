@@ -73,3 +73,8 @@ class TextStatsProcessor:
             "flesch_reading_ease": round(score, 1),
             "reading_level": reading_level(score),
         }
+
+
+def plugin_processors(settings: object) -> list[TextStatsProcessor]:
+    """Plugin factory: ``CHATSTREAM_PROCESSOR_PLUGINS=processors.examples:plugin_processors``."""
+    return [TextStatsProcessor()]

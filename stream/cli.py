@@ -131,9 +131,13 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="raw JSON")] = False,
 ) -> None:
     """Print a running processor's performance stats."""
-    from stream.stats_view import fetch_stats, render_stats
+    from stream.stats_view import StatsUnavailable, fetch_stats, render_stats
 
-    data = fetch_stats(url)
+    try:
+        data = fetch_stats(url)
+    except StatsUnavailable as exc:
+        typer.echo(f"chatstream stats: {exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() if as_json
                else render_stats(data))
 

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from stream.metrics import LatencyMetrics, RunnerCollector
+from stream.metrics import LatencyMetrics, RunnerCollector, engine_stats
 from stream.runner import StreamRunner
 from stream.settings import Settings
 
@@ -23,11 +23,11 @@ class HttpServer:
 
 
 def stats_document(runner: StreamRunner) -> dict[str, Any]:
-    """The engine's performance stats plus the Kafka side (counters, assignment, lag)."""
-    engine_stats = runner.engine.get_performance_stats() if runner.engine else {}
+    """The engine's performance stats (pools and processors as in ``engine_stats``) plus the
+    Kafka side (counters, assignment, lag)."""
     counters = vars(runner.counters)
     return {
-        **engine_stats,
+        **(engine_stats(runner.engine) if runner.engine is not None else {}),
         "kafka": {
             "group_id": runner.settings.group_id,
             "ready": runner.ready.is_set(),

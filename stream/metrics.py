@@ -3,8 +3,11 @@ per-event path only pays for the two latency histograms."""
 
 from __future__ import annotations
 
+import concurrent.futures.thread
+import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -56,7 +59,7 @@ class RunnerCollector(Collector):
                      len(runner.assignment))
         yield from self._lag(runner)
         if runner.engine is not None:
-            yield from _engine_metrics(runner.engine.get_performance_stats())
+            yield from _engine_metrics(engine_stats(runner.engine))
 
     @staticmethod
     def _lag(runner: StreamRunner) -> Iterator[Metric]:
@@ -104,8 +107,88 @@ def _engine_metrics(stats: dict[str, Any]) -> Iterator[Metric]:
         yield _gauge("chatstream_cache_hit_ratio", "Context cache hit ratio",
                      cache.get("hit_ratio", 0.0))
         yield _gauge("chatstream_cache_entries", "Context cache entries", cache.get("size", 0))
-    pools = stats.get("pools", {}).get("pools", {})
+    yield from _pool_metrics(stats.get("pools") or {})
+    yield from _processor_metrics(stats.get("processors") or {})
+
+
+def _pool_metrics(pools: dict[str, dict[str, float]]) -> Iterator[Metric]:
+    families = {
+        key: GaugeMetricFamily(f"chatstream_pool_{key}", doc, labels=["pool"])
+        for key, doc in (
+            ("workers", "Size of the processor pool (MAX_WORKER_THREADS / MAX_WORKER_PROCESSES)"),
+            ("busy", "Workers running a processor call now"),
+            ("queued", "Processor calls waiting for a free worker"),
+            ("utilization", "Busy / workers; near 1 with calls queued: raise the pool size"),
+        )
+    }
     for pool, values in pools.items():
-        if isinstance(values, dict) and "utilization" in values:
-            yield _gauge(f"chatstream_{pool}_pool_utilization", f"Busy share of the {pool} pool",
-                         values["utilization"])
+        for key, family in families.items():
+            family.add_metric([pool], values.get(key, 0))
+    yield from families.values()
+
+
+def _processor_metrics(processors: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    outcomes = CounterMetricFamily("chatstream_processor_outcomes",
+                                   "Processor calls by outcome", labels=["processor", "outcome"])
+    retries = CounterMetricFamily("chatstream_processor_retries", "Extra attempts of a processor",
+                                  labels=["processor"])
+    circuit = GaugeMetricFamily("chatstream_processor_circuit_open",
+                                "1 while the processor's circuit breaker is open",
+                                labels=["processor"])
+    for name, step in processors.items():
+        for outcome, key in (("ok", "ok"), ("failed", "failures"), ("timeout", "timeouts"),
+                             ("skipped", "skipped")):
+            outcomes.add_metric([name, outcome], step.get(key, 0))
+        retries.add_metric([name], step.get("retries", 0))
+        circuit.add_metric([name], float(step.get("breaker") == "open"))
+    yield from (outcomes, retries, circuit)
+
+
+def engine_stats(engine: Any) -> dict[str, Any]:
+    """The engine's performance stats with honest pool figures.
+
+    The pipeline's own ``stats()`` (which the engine reports as "pools") holds per-processor
+    counts, not pools: it is moved to "processors", and "pools" gets the thread and process
+    pools' usage from ``pool_usage``.
+    """
+    stats: dict[str, Any] = dict(engine.get_performance_stats())
+    stats["processors"] = stats.pop("pools", {})
+    stats["pools"] = pool_usage(engine)
+    return stats
+
+
+# An idle ThreadPoolExecutor worker waits in the C-level queue get, so its innermost Python
+# frame is the executor's own worker loop; any deeper frame means it is running a call.
+_IDLE_THREAD_CODE = concurrent.futures.thread._worker.__code__
+
+
+def pool_usage(engine: Any) -> dict[str, dict[str, float]]:
+    """Workers, busy, queued and utilization of the pipeline's thread and process pools.
+
+    The pipeline does not report its pools, so this reads the executors it owns (private
+    attributes, read defensively; a pool that cannot be read is left out). Threads: busy = pool
+    threads not parked in the executor's wait. Processes: submitted calls not yet returned,
+    up to the pool size. Costs one ``sys._current_frames()`` per scrape.
+    """
+    pipeline = getattr(engine, "_pipeline", None)
+    usage: dict[str, dict[str, float]] = {}
+    threads = getattr(pipeline, "_thread_pool", None)
+    if isinstance(threads, ThreadPoolExecutor):
+        frames = sys._current_frames()
+        busy = sum(1 for thread in list(getattr(threads, "_threads", ()))
+                   if (frame := frames.get(thread.ident or -1)) is not None
+                   and frame.f_code is not _IDLE_THREAD_CODE)
+        queue = getattr(threads, "_work_queue", None)
+        usage["thread"] = _usage(threads, busy, queue.qsize() if queue is not None else 0)
+    processes = getattr(pipeline, "_process_pool", None)
+    if isinstance(processes, ProcessPoolExecutor):
+        pending = len(getattr(processes, "_pending_work_items", {}))
+        workers = getattr(processes, "_max_workers", 1)
+        usage["process"] = _usage(processes, min(pending, workers), max(0, pending - workers))
+    return usage
+
+
+def _usage(pool: Any, busy: int, queued: int) -> dict[str, float]:
+    workers = int(getattr(pool, "_max_workers", 0)) or 1
+    return {"workers": workers, "busy": busy, "queued": queued,
+            "utilization": round(busy / workers, 4)}

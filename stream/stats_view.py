@@ -13,28 +13,42 @@ class StatsUnavailable(RuntimeError):
 
 def fetch_stats(base_url: str, timeout_s: float = 5.0) -> dict[str, Any]:
     url = base_url.rstrip("/") + "/stats"
+    """The /stats document of the member at ``base_url``.
+
+    Raises ``StatsUnavailable`` (one line of text) when nothing answers, the answer is an HTTP
+    error, or it is not a JSON object."""
     try:
         response = httpx.get(url, timeout=timeout_s)
         response.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise StatsUnavailable(f"cannot read {url}: {exc}") from None
-    data: dict[str, Any] = response.json()
+        data = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise StatsUnavailable(f"cannot read {url}: {reason}") from None
+    if not isinstance(data, dict):
+        raise StatsUnavailable(f"cannot read {url}: expected a JSON object")
     return data
+
+
+SECTIONS = ("sessions", "performance", "queues", "channels", "cache", "pools", "processors",
+            "kafka")
+
+
+def _inline(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items()) or "-"
 
 
 def _rows(title: str, values: dict[str, Any]) -> list[str]:
     lines = [title]
     for key, value in values.items():
-        is_group = isinstance(value, dict)
-        rendered = ", ".join(f"{k}={v}" for k, v in value.items()) if is_group else str(value)
+        rendered = _inline(value) if isinstance(value, dict) else str(value)
         lines.append(f"  {key:<24} {rendered}")
     return lines
 
 
 def render_stats(data: dict[str, Any]) -> str:
     """A readable table: one section per top-level group of the stats document."""
-    lines = [f"mode: {data.get('mode', '?')}"]
-    for section in ("sessions", "performance", "queues", "channels", "cache", "pools", "kafka"):
+    lines = [f"mode: {data.get('mode', '?')}   uptime: {data.get('uptime_s', '?')} s"]
+    for section in SECTIONS:
         if isinstance(data.get(section), dict) and data[section]:
             lines += _rows(section, data[section])
     return "\n".join(lines)

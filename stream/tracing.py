@@ -5,13 +5,22 @@ instrumentation is not used for the consume side: its receive span ends inside `
 before the event has even been scheduled, so the process span here is started from the record's
 own headers and lives until the response is acknowledged.
 With no tracer provider configured every call below is a no-op of the OpenTelemetry API.
+
+A process span ends exactly once: by the runner after the response (or dead letter) is
+acknowledged, or, when the event is never answered (the pipeline was cancelled, the event was
+dropped on revocation or shutdown, a step after the pipeline failed), by ``end_unanswered`` when
+the event's future resolves, marked as an error.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -65,8 +74,9 @@ def headers_with_context(context: Context | None = None) -> list[tuple[str, byte
     return [(key, value.encode()) for key, value in carrier.items()]
 
 
-def context_from_headers(headers: Sequence[tuple[str, bytes]]) -> Context:
-    carrier = {key: value.decode(errors="replace") for key, value in headers}
+def context_from_headers(headers: Sequence[tuple[str, bytes | None]]) -> Context:
+    # A Kafka header value may be null; it must not stop the consumer.
+    carrier = {key: (value or b"").decode(errors="replace") for key, value in headers}
     return propagate.extract(carrier)
 
 
@@ -114,7 +124,11 @@ def start_process_span(source: RecordSource, group: str, event: ChatEvent | None
 @contextmanager
 def publish_span(parent: Span | None, topic: str, key: str | None
                  ) -> Iterator[list[tuple[str, bytes]]]:
-    """A PRODUCER span for chatstream's own publish; yields headers carrying its context."""
+    """A PRODUCER span for chatstream's own publish; yields headers carrying its context.
+
+    If the publish fails or is cancelled, ``parent`` (the process span) is marked as an error
+    too: the event was not answered.
+    """
     context = trace.set_span_in_context(parent) if parent is not None else None
     attributes = {Attr.MESSAGING_SYSTEM: "kafka", Attr.MESSAGING_OPERATION: "send",
                   Attr.DESTINATION: topic}
@@ -122,13 +136,39 @@ def publish_span(parent: Span | None, topic: str, key: str | None
         attributes[Attr.MESSAGE_KEY] = key
     name = SpanName.DEAD_LETTER if topic.endswith("dlq") else SpanName.RESPONSE_PUBLISH
     with tracer().start_as_current_span(name, context=context, kind=SpanKind.PRODUCER,
-                                        attributes=attributes):
-        yield headers_with_context()
+                                        attributes=attributes) as span:
+        try:
+            yield headers_with_context()
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                mark_error(span, "Cancelled", f"publish to {topic} cancelled")
+            if parent is not None and parent.is_recording():
+                mark_error(parent, type(exc).__name__, f"publish to {topic} failed: {exc!r}")
+            raise
 
 
 def mark_error(span: Span, error_type: str, message: str) -> None:
     span.set_attribute(Attr.ERROR_TYPE, error_type)
     span.set_status(Status(StatusCode.ERROR, message[:200]))
+
+
+def end_unanswered(span: Span, future: asyncio.Future[Any]) -> None:
+    """Done callback of an event's future: end its process span unless the delivery already
+    did. A cancelled or failed future (dropped on revocation or shutdown, failed after the
+    pipeline) marks the span as an error first. Idempotent; cheap when tracing is off."""
+    if not span.is_recording():
+        return
+    if future.cancelled():
+        mark_error(span, "Cancelled", "the event was dropped before it was answered")
+    elif (error := future.exception()) is not None:
+        mark_error(span, type(error).__name__, str(error) or type(error).__name__)
+    span.end()
+
+
+def end_when_done(span: Span | None, future: asyncio.Future[Any]) -> None:
+    """Make sure ``span`` ends when ``future`` resolves (see ``end_unanswered``)."""
+    if span is not None and span.is_recording():
+        future.add_done_callback(functools.partial(end_unanswered, span))
 
 
 def annotate_response(span: Span, item: WorkItem, response: ResponseEvent) -> None:
@@ -152,39 +192,61 @@ def record_queue_wait(parent: Span, waited_s: float) -> None:
     span.end(end_time=end)
 
 
+@dataclass(frozen=True, slots=True)
+class _FailedAttempt:
+    attempt: int
+    at_ns: int
+    error_type: str
+    message: str
+
+
 class ProcessorSpans:
     """Pipeline observer: one span per processor call, child of the current (process) span.
 
     The pipeline reports each outcome after the fact with its duration, so the span is
-    recorded with explicit start and end times; retries appear as span events.
+    recorded with explicit start and end times. Each failed attempt becomes a span event at the
+    time it failed: ``retry`` when another attempt followed, ``exception`` for the last one.
     """
 
     def __init__(self) -> None:
-        self._attempt_errors: dict[tuple[int, str], list[tuple[int, str]]] = {}
+        # Keyed weakly by the process span: attempts of a step cancelled before its outcome
+        # (engine stop) are forgotten with the span instead of piling up.
+        self._failed: weakref.WeakKeyDictionary[Span, dict[str, list[_FailedAttempt]]] = (
+            weakref.WeakKeyDictionary())
 
     @staticmethod
-    def _key(name: str) -> tuple[int, str] | None:
+    def _parent() -> Span | None:
         # Events are processed concurrently: the current process span tells them apart.
         parent = trace.get_current_span()
-        return (parent.get_span_context().span_id, name) if parent.is_recording() else None
+        return parent if parent.is_recording() else None
 
     def on_attempt(self, name: str, attempt: int, error: BaseException | None) -> None:
-        key = self._key(name)
-        if key is not None and error is not None:
-            self._attempt_errors.setdefault(key, []).append((attempt, repr(error)[:200]))
+        if error is None:
+            return
+        parent = self._parent()
+        if parent is not None:
+            failed = _FailedAttempt(attempt, time.time_ns(), type(error).__name__,
+                                    str(error)[:200])
+            self._failed.setdefault(parent, {}).setdefault(name, []).append(failed)
 
     def on_outcome(self, name: str, outcome: ProcessorOutcome) -> None:
-        key = self._key(name)
-        if key is None:
+        parent = self._parent()
+        if parent is None:
             return
         end = time.time_ns()
         span = tracer().start_span(
-            SpanName.PROCESSOR.format(name=name), start_time=end - int(outcome.duration_ms * 1e6),
+            SpanName.PROCESSOR.format(name=name), context=trace.set_span_in_context(parent),
+            start_time=end - int(outcome.duration_ms * 1e6),
             attributes={Attr.PROCESSOR: name, Attr.PROCESSOR_STATUS: outcome.status.value,
                         Attr.ATTEMPTS: outcome.attempts},
         )
-        for attempt, error in self._attempt_errors.pop(key, []):
-            span.add_event("retry", {"attempt": attempt, "error": error})
+        for failed in self._failed.get(parent, {}).pop(name, []):
+            retried = failed.attempt < outcome.attempts
+            span.add_event("retry" if retried else "exception", {
+                "chat.processor.attempt": failed.attempt,
+                "exception.type": failed.error_type,
+                "exception.message": failed.message,
+            }, timestamp=failed.at_ns)
         if outcome.status is not ProcessorStatus.OK:
             span.set_attribute(Attr.DEGRADED, True)
             mark_error(span, outcome.status.value, outcome.error or outcome.status.value)
@@ -193,11 +255,22 @@ class ProcessorSpans:
 
 @contextmanager
 def traced(item: WorkItem, waited_s: float) -> Iterator[None]:
-    """Run the pipeline of ``item`` inside its process span (if it has one)."""
+    """Run the pipeline of ``item`` inside its process span (if it has one).
+
+    If the pipeline is cancelled or raises, the event will not be answered: the span ends here,
+    marked as an error. Otherwise it ends after delivery, or when ``item.future`` resolves.
+    """
     span: Span | None = item.trace
     if span is None or not span.is_recording():
         yield
         return
     record_queue_wait(span, waited_s)
-    with trace.use_span(span, end_on_exit=False):
-        yield
+    end_when_done(span, item.future)
+    try:
+        with trace.use_span(span, end_on_exit=False):
+            yield
+    except BaseException as exc:
+        if span.is_recording():
+            mark_error(span, type(exc).__name__, str(exc) or "the pipeline did not finish")
+            span.end()
+        raise
