@@ -30,7 +30,7 @@ class Publisher:
     async def publish(self, delivery: Delivery) -> RecordMetadata:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(KafkaError),
-            wait=wait_exponential_jitter(initial=0.1, max=self._max_backoff_s),
+            wait=wait_exponential_jitter(multiplier=0.1, max=self._max_backoff_s),
             before_sleep=self._log_retry,
             reraise=True,
         )
