@@ -24,7 +24,7 @@ Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, stri
 # Fixed namespace: response ids must be identical across processes and releases so that a
 # reader can drop the duplicates a crash produces.
 RESPONSE_NAMESPACE = uuid.UUID("6f1d9f3e-3b8a-5c41-9a57-2d0c1b7e4a10")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 class Priority(StrEnum):

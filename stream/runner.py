@@ -104,7 +104,7 @@ class StreamRunner:
         self._progress = asyncio.Event()
         self._engine_factory = engine_factory
         self._limits = settings.input_limits
-        self.offsets = OffsetTracker()
+        self.offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self.counters = RunnerCounters()
         self._dead_letters: set[asyncio.Task[None]] = set()
         self._paused = False

@@ -64,3 +64,17 @@ def settings_for(kafka_broker: BrokerHandle):  # type: ignore[no-untyped-def]
         return load_settings(**defaults)
 
     return build
+
+
+@pytest.fixture
+def fresh_tracer_provider() -> Iterator[None]:
+    """Let a test install its own global tracer provider, and remove it afterwards."""
+    from opentelemetry import trace
+
+    def reset() -> None:
+        trace._TRACER_PROVIDER_SET_ONCE._done = False  # type: ignore[attr-defined]
+        trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+
+    reset()
+    yield
+    reset()

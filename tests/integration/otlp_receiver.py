@@ -31,6 +31,23 @@ def _value(any_value: Any) -> Any:
     return getattr(any_value, kind) if kind else None
 
 
+def spans_of(message: ExportTraceServiceRequest) -> list[ReceivedSpan]:
+    """The spans of one OTLP export request (same message over HTTP and gRPC)."""
+    spans = []
+    for resource_spans in message.resource_spans:
+        resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                spans.append(ReceivedSpan(
+                    name=span.name, trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
+                    parent_span_id=span.parent_span_id.hex(), kind=span.kind,
+                    service=str(resource.get("service.name", "")),
+                    attributes={a.key: _value(a.value) for a in span.attributes},
+                    events=tuple(e.name for e in span.events),
+                ))
+    return spans
+
+
 class OtlpReceiver:
     """Serves POST /v1/traces on 127.0.0.1 and keeps every span it decodes."""
 
@@ -60,16 +77,6 @@ class OtlpReceiver:
     async def _receive(self, request: web.Request) -> web.Response:
         message = ExportTraceServiceRequest()
         message.ParseFromString(await request.read())
-        for resource_spans in message.resource_spans:
-            resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    self.spans.append(ReceivedSpan(
-                        name=span.name, trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
-                        parent_span_id=span.parent_span_id.hex(), kind=span.kind,
-                        service=str(resource.get("service.name", "")),
-                        attributes={a.key: _value(a.value) for a in span.attributes},
-                        events=tuple(e.name for e in span.events),
-                    ))
+        self.spans.extend(spans_of(message))
         return web.Response(body=ExportTraceServiceResponse().SerializeToString(),
                             content_type="application/x-protobuf")

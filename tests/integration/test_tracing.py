@@ -19,18 +19,6 @@ pytestmark = pytest.mark.kafka
 SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER = 4, 5
 
 
-@pytest.fixture
-def fresh_tracer_provider():
-    """Let a test install its own global tracer provider, and remove it afterwards."""
-    def reset() -> None:
-        trace._TRACER_PROVIDER_SET_ONCE._done = False  # type: ignore[attr-defined]
-        trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
-
-    reset()
-    yield
-    reset()
-
-
 async def test_one_event_one_connected_trace(settings_for, fresh_tracer_provider):
     """Bot producer -> chatstream process -> each processor, queue wait -> response publish."""
     settings = settings_for()
@@ -46,8 +34,8 @@ async def test_one_event_one_connected_trace(settings_for, fresh_tracer_provider
                 await (await client.publish(event))
             await watcher.wait_for(event["event_id"], 30)
             record = watcher.response_records[0]
-        provider.force_flush()
-        await asyncio.sleep(0.2)
+        # The exporter blocks; off the loop, so that the receiver on this loop can answer it.
+        await asyncio.to_thread(provider.force_flush)
         provider.shutdown()
         spans = receiver.spans
 
