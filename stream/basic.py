@@ -142,6 +142,7 @@ class BasicEngine:
     async def stop(self, timeout_s: float | None = None) -> None:
         timeout_s = self._settings.shutdown_timeout_seconds if timeout_s is None else timeout_s
         await self.drain(max(0.0, timeout_s - 0.25))
+        self.release_partitions(list(self._queues))  # fail what is still queued
         for task in self._workers.values():
             task.cancel()
         with contextlib.suppress(TimeoutError):

@@ -32,7 +32,14 @@ from stream.offsets import OffsetTracker
 from stream.publisher import Publisher
 from stream.records import Delivery, RecordSource
 from stream.settings import Settings
-from stream.tracing import annotate_response, mark_error, publish_span, start_process_span
+from stream.tracing import (
+    SpanName,
+    annotate_response,
+    end_when_done,
+    mark_error,
+    publish_span,
+    start_process_span,
+)
 from stream.work import Deliver, WorkItem
 
 log = logging.getLogger(__name__)
@@ -114,6 +121,7 @@ class StreamRunner:
         self.assignment: set[TopicPartition] = set()
         # Ready = partitions assigned (not handing over) and the broker answering requests.
         self.ready = asyncio.Event()
+        self.http_port: int | None = None  # set by the HTTP server (port 0 picks a free one)
         self._member_ok = False
         self._broker_ok = True
 
@@ -178,7 +186,7 @@ class StreamRunner:
                                    source, span)
             return
         span = start_process_span(source, self.settings.group_id, event)
-        self.engine.submit(event, source=source, trace=span)
+        end_when_done(span, self.engine.submit(event, source=source, trace=span))
 
     def _complete(self, source: RecordSource) -> None:
         self.offsets.complete(source.tp, source.offset)
@@ -189,7 +197,7 @@ class StreamRunner:
         async def publish() -> None:
             assert self._publisher is not None
             try:
-                with publish_span(span, delivery.topic, None):
+                with publish_span(span, delivery.topic, None, name=SpanName.DEAD_LETTER):
                     await self._publisher.publish(delivery)
             finally:
                 span.end()
@@ -363,8 +371,10 @@ class StreamRunner:
             if self._dead_letters:
                 await asyncio.wait(set(self._dead_letters),
                                    timeout=max(0.1, timeout - (time.monotonic() - started)))
-            await self.commit()
+            # Stop (its short grace period may still complete events) before the final commit,
+            # so every acknowledged response counts.
             await self.engine.stop(timeout_s=0.5)
+            await self.commit()
             if not drained:
                 log.warning("shutdown timeout: %d events left unanswered and uncommitted",
                             self.engine.buffered)

@@ -41,7 +41,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None,
         from stream.http import start_http_server
 
         http = await start_http_server(settings, runner)
-        runner.http_port = http.port  # type: ignore[attr-defined]  # the port 0 picked
+        runner.http_port = http.port
         log.info("serving /metrics, /stats, /healthz, /readyz on http://%s:%d",
                  settings.http_host, http.port)
     try:

@@ -122,10 +122,12 @@ def start_process_span(source: RecordSource, group: str, event: ChatEvent | None
 
 
 @contextmanager
-def publish_span(parent: Span | None, topic: str, key: str | None
+def publish_span(parent: Span | None, topic: str, key: str | None, name: str | None = None
                  ) -> Iterator[list[tuple[str, bytes]]]:
     """A PRODUCER span for chatstream's own publish; yields headers carrying its context.
 
+    ``name`` defaults to the dead-letter span name for a topic named like one ("dlq" in it),
+    else the response span name; callers that know which it is should say so.
     If the publish fails or is cancelled, ``parent`` (the process span) is marked as an error
     too: the event was not answered.
     """
@@ -134,7 +136,8 @@ def publish_span(parent: Span | None, topic: str, key: str | None
                   Attr.DESTINATION: topic}
     if key is not None:
         attributes[Attr.MESSAGE_KEY] = key
-    name = SpanName.DEAD_LETTER if topic.endswith("dlq") else SpanName.RESPONSE_PUBLISH
+    if name is None:
+        name = SpanName.DEAD_LETTER if "dlq" in topic.lower() else SpanName.RESPONSE_PUBLISH
     with tracer().start_as_current_span(name, context=context, kind=SpanKind.PRODUCER,
                                         attributes=attributes) as span:
         try:

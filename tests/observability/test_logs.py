@@ -1,0 +1,34 @@
+"""CHATSTREAM_LOG_FORMAT=json: one JSON object per line, with the active span's ids."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from infra.logs import configure_logging
+from stream.settings import load_settings
+from stream.tracing import tracer
+
+
+def test_json_logs_are_one_object_per_line_with_trace_ids(memory_spans, restore_logging, capsys):
+    """A line logged inside a span carries its trace_id/span_id; one outside carries none."""
+    configure_logging(load_settings(log_format="json").log_format, "INFO")
+    log = logging.getLogger("chatstream.test")
+    with tracer().start_as_current_span("work") as span:
+        log.info("inside %s", "the span")
+        try:
+            raise ValueError("two\nlines")
+        except ValueError:
+            log.exception("failed")
+    log.warning("outside")
+    lines = capsys.readouterr().err.splitlines()
+
+    documents = [orjson.loads(line) for line in lines]
+    assert [d["message"] for d in documents] == ["inside the span", "failed", "outside"]
+    context = span.get_span_context()
+    assert documents[0]["trace_id"] == format(context.trace_id, "032x")
+    assert documents[0]["span_id"] == format(context.span_id, "016x")
+    assert documents[0]["level"] == "INFO" and documents[0]["logger"] == "chatstream.test"
+    assert "ValueError: two\nlines" in documents[1]["exception"]
+    assert "trace_id" not in documents[2]
