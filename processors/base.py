@@ -36,6 +36,10 @@ class Processor(Protocol):
     ``THREAD`` and ``PROCESS`` a plain function. A ``PROCESS`` processor must be picklable (its
     instance is sent to the worker process) and must not rely on parent-process state.
     Raising ``TransientProcessorError`` asks for a retry; any other exception fails the step.
+
+    A ``PROCESS`` processor may also define ``worker_context(context) -> ProcessorContext``,
+    called in the parent before the hop to a worker process, to send only what it needs
+    (pickling the whole message history costs more than many analyses).
     """
 
     name: str

@@ -37,9 +37,15 @@ class SessionIndex:
         return {term: tf * self.idf(term) for term, tf in counts.items()}
 
 
-def build_index(messages: tuple[HistoryMessage, ...]) -> SessionIndex:
-    """Index ``messages`` (pure; O(total words))."""
-    docs = tuple(_Doc(m.event_id, m.content, term_counts(m.content)) for m in messages)
+def build_index(messages: tuple[HistoryMessage, ...],
+                previous: SessionIndex | None = None) -> SessionIndex:
+    """Index ``messages`` (pure). Documents already in ``previous`` are reused, so a session's
+    index costs only the new messages' tokenisation as its window slides."""
+    known = {doc.event_id: doc for doc in previous.docs} if previous is not None else {}
+    docs = tuple(
+        known.get(m.event_id) or _Doc(m.event_id, m.content, term_counts(m.content))
+        for m in messages
+    )
     doc_freq: Counter[str] = Counter()
     for doc in docs:
         doc_freq.update(doc.counts.keys())
@@ -80,9 +86,11 @@ class MemoryProcessor:
     """Retrieves the earlier messages of this session most similar to the current content.
 
     Runs in the thread pool. The session's index goes through the shared ``ContextCache`` scoped
-    by ``(bot_id, session_id)`` and keyed by the session's message count, so a new message makes a
-    new key and stale indexes age out by TTL/LRU. Data: related [{event_id, content, score}],
-    history_size, cache ("hit" | "miss"). Raises nothing beyond programming errors.
+    by ``(bot_id, session_id)``: one index per session, extended with each new message (only new
+    messages are tokenised); idle sessions' indexes age out by TTL/LRU.
+    Data: related [{event_id, content, score}], history_size, cache ("hit": reused as is,
+    "extended": reused plus new messages, "miss").
+    Raises nothing beyond programming errors.
     """
 
     cache: ContextCache
@@ -100,11 +108,18 @@ class MemoryProcessor:
             m for m in session.recent_messages if m.event_id != context.event.event_id
         )
         scope = (context.event.bot_id, session.session_id)
-        last_id = history[-1].event_id if history else None
-        key = ("tfidf", session.message_count, len(history), last_id)
-        index, hit = self.cache.get_or_compute(scope, key, lambda: build_index(history))
+        # One entry per session, extended as the conversation goes on: at most one event per
+        # session is in flight, so nothing else writes this entry meanwhile.
+        cached: SessionIndex | None = self.cache.get(scope, "tfidf")
+        ids = tuple(m.event_id for m in history)
+        hit = cached is not None and tuple(d.event_id for d in cached.docs) == ids
+        if cached is None or not hit:
+            index = build_index(history, cached)
+            self.cache.put(scope, "tfidf", index)
+        else:
+            index = cached
         return {
             "related": rank(index, context.event.content, self.top_k, self.min_score),
             "history_size": len(history),
-            "cache": "hit" if hit else "miss",
+            "cache": "hit" if hit else ("extended" if cached is not None else "miss"),
         }

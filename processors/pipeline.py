@@ -258,6 +258,9 @@ class ProcessorPipeline:
             call = functools.partial(contextvars.copy_context().run, processor.process, context)
             return await loop.run_in_executor(self._thread_pool, call)
         pool = self._process_pool
+        slim = getattr(processor, "worker_context", None)  # optional: see processors.base
+        if slim is not None:
+            context = slim(context)
         try:
             return await loop.run_in_executor(pool, processor.process, context)
         except BrokenProcessPool:

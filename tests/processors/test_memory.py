@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from processors.cache import ContextCache
 from processors.memory import MemoryProcessor, build_index, cosine, rank
+from schemas.context import HistoryMessage
 
 HISTORY = [
     "My order 1234 hasn't arrived yet and the tracking page shows nothing",
@@ -59,12 +64,12 @@ def test_same_session_id_of_another_bot_is_isolated(make_context):
 
 
 def test_index_cached_per_message_count(make_context):
-    """Same history -> cache hit; one more message -> a new key and a miss."""
+    """Same history -> cache hit; one more message -> the cached index is extended."""
     memory = MemoryProcessor(ContextCache())
     assert memory.process(make_context("order", history=HISTORY))["cache"] == "miss"
     assert memory.process(make_context("order", history=HISTORY))["cache"] == "hit"
     longer = [*HISTORY, "another order question"]
-    assert memory.process(make_context("order", history=longer))["cache"] == "miss"
+    assert memory.process(make_context("order", history=longer))["cache"] == "extended"
 
 
 def test_top_k_truncation_and_self_exclusion(make_context):
@@ -91,3 +96,13 @@ def test_rare_terms_outweigh_common_ones(make_context):
     index = build_index(ctx.session.recent_messages)
     top = rank(index, "printer issue", top_k=3, min_score=0.0)
     assert top[0]["event_id"] == "e0"
+
+
+@given(st.lists(st.sampled_from(["order late", "refund please", "parcel lost", "new invoice"]),
+                max_size=12), st.integers(0, 6), st.integers(0, 6))
+def test_extended_index_equals_a_fresh_one(texts, drop, add):
+    """Reusing a previous index (window slid by drop/add messages) gives the same index."""
+    messages = tuple(HistoryMessage(f"e{i}", t, datetime.now(UTC)) for i, t in enumerate(texts))
+    earlier = messages[: max(0, len(messages) - add)]
+    later = messages[drop:]
+    assert build_index(later, build_index(earlier)) == build_index(later)
