@@ -55,12 +55,17 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
+def _exceeds_depth(value: Any, limit: int) -> bool:
+    """True if containers nest deeper than ``limit``; iterative and stops at the limit, so a
+    hostile document nested thousands of levels deep costs no recursion."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _limits(info: ValidationInfo) -> InputLimits:
@@ -123,10 +128,10 @@ class ChatEvent(BaseModel):
         if value is None:
             return None
         limits = _limits(info)
-        depth = _depth(value)
-        if depth > limits.max_metadata_depth:
+        if _exceeds_depth(value, limits.max_metadata_depth):
             raise ValueError(
-                f"metadata is nested {depth} levels deep, the limit is {limits.max_metadata_depth}"
+                f"metadata is nested more than {limits.max_metadata_depth} levels deep, "
+                f"the limit is {limits.max_metadata_depth}"
             )
         size = len(orjson.dumps(value))
         if size > limits.max_metadata_bytes:

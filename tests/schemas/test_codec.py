@@ -90,13 +90,23 @@ def test_limits_are_enforced_and_reported():
     cases = [
         ({**VALID, "content": "x" * 11}, "11 characters, the limit is 10"),
         ({**VALID, "metadata": {"k": "v" * 60}}, "the limit is 50"),
-        ({**VALID, "metadata": {"a": {"b": {"c": 1}}}}, "nested 3 levels deep"),
+        ({**VALID, "metadata": {"a": {"b": {"c": 1}}}}, "nested more than 2 levels deep"),
         ({**VALID, "pad": "z" * 500}, "the limit is 400"),
     ]
     for document, expected in cases:
         with pytest.raises(DecodeError) as caught:
             decode_event(orjson.dumps(document), limits)
         assert expected in caught.value.message
+
+
+def test_hostile_nesting_is_a_validation_error():
+    """Metadata nested 400 levels deep is rejected by the depth limit, not by a recursion error."""
+    raw = b'{"event_id":"e","bot_id":"b","channel_id":"c","user_id":"u","content":"x","metadata":'
+    raw += b'{"k":' * 400 + b"{}" + b"}" * 400 + b"}"
+    with pytest.raises(DecodeError) as caught:
+        decode_event(raw)
+    assert caught.value.error_type == "ValidationError"
+    assert "nested more than 5 levels deep" in caught.value.message
 
 
 def test_explicit_priority_and_type_decode():
