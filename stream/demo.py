@@ -129,13 +129,20 @@ async def _wait_until_ready(runner: StreamRunner, service: asyncio.Task[StreamRu
         raise RuntimeError("chatstream did not join its group within 60 s")
     print(f"chatstream joined group {runner.settings.group_id!r}, "
           f"owns {len(runner.assignment)} partitions", flush=True)
+    if runner.http_port:
+        url = f"http://{runner.settings.http_host}:{runner.http_port}"
+        print(f"stats: {url}/stats  metrics: {url}/metrics  (chatstream stats --url {url})",
+              flush=True)
 
 
 async def run_demo(settings: Settings, *, duration_s: float, rate: float, channels: int,
                    invalid_every: int) -> DemoSummary:
     """Run the whole demo and print its summary line; return the summary."""
     with EmbeddedBroker() as broker:
-        settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers})
+        settings = settings.model_copy(update={
+            "kafka_bootstrap_servers": broker.bootstrap_servers,
+            "http_port": 0 if settings.http_port is None else settings.http_port,
+        })
         print(f"embedded broker on {broker.bootstrap_servers}", flush=True)
         await ensure_topics(settings)
         stop = asyncio.Event()
