@@ -15,21 +15,20 @@ from typing import Any, Protocol
 
 from aiokafka.structs import TopicPartition
 
+from processors.pipeline import PipelineResult
 from schemas.context import ProcessorContext, SessionSnapshot
-from schemas.events import ChatEvent, ProcessorOutcome, ResponseEvent
-from stream.priority import classify
+from schemas.events import ChatEvent, ResponseEvent
 from stream.records import RecordSource
-from stream.sessions import session_id_for, session_key
 from stream.settings import Settings
 from stream.stats import LatencyWindow, RateMeter
 from stream.tracing import traced
-from stream.work import Deliver, WorkItem, build_response
+from stream.work import Deliver, WorkItem, admit, build_response, wait_for_idle
 
 
 class BasicPipeline(Protocol):
     async def run_basic(
         self, context: ProcessorContext
-    ) -> tuple[str | None, dict[str, ProcessorOutcome], list[str]]: ...
+    ) -> PipelineResult: ...
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -66,12 +65,7 @@ class BasicEngine:
     def submit(
         self, event: ChatEvent, source: RecordSource | None = None, trace: Any = None
     ) -> asyncio.Future[ResponseEvent]:
-        key = session_key(event, self._settings.session_scope)
-        item = WorkItem(
-            event=event, session_key=key, session_id=session_id_for(key),
-            priority=classify(event), admitted_at=self._clock(),
-            future=asyncio.get_running_loop().create_future(), source=source, trace=trace,
-        )
+        item = admit(event, self._settings.session_scope, self._clock(), source, trace)
         lane = source.tp if source is not None else None
         if lane not in self._queues:
             self._queues[lane] = asyncio.Queue()
@@ -119,12 +113,7 @@ class BasicEngine:
         return self._buffered
 
     async def drain(self, timeout_s: float) -> bool:
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
-            return True
-        except TimeoutError:
-            return False
+        return await wait_for_idle(self._idle, timeout_s)
 
     def release_partitions(self, partitions: Collection[TopicPartition]) -> list[WorkItem]:
         dropped: list[WorkItem] = []

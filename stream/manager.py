@@ -17,18 +17,18 @@ from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from aiokafka.structs import TopicPartition
-from processors.cache import ContextCache, run_cache_cleaner
 
+from processors.cache import ContextCache, run_cache_cleaner
+from processors.pipeline import PipelineResult
 from schemas.context import ProcessorContext
 from schemas.events import ChatEvent, ProcessorOutcome, ProcessorStatus, ResponseEvent
-from stream.priority import classify
 from stream.records import RecordSource
 from stream.scheduler import PriorityScheduler
-from stream.sessions import SessionKey, SessionRegistry, session_id_for, session_key
+from stream.sessions import SessionKey, SessionRegistry
 from stream.settings import Settings
 from stream.stats import LatencyWindow, PriorityQueueStats, RateMeter
 from stream.tracing import traced
-from stream.work import Deliver, WorkItem, build_response
+from stream.work import Deliver, WorkItem, admit, build_response, wait_for_idle
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class Pipeline(Protocol):
     async def run(
         self, context: ProcessorContext
-    ) -> tuple[str | None, dict[str, ProcessorOutcome], list[str]]: ...
+    ) -> PipelineResult: ...
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -102,12 +102,7 @@ class ConcurrentConversationManager:
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until nothing is buffered or in flight; False if the timeout passed first."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
-            return True
-        except TimeoutError:
-            return False
+        return await wait_for_idle(self._idle, timeout_s)
 
     async def stop(self, timeout_s: float | None = None) -> None:
         """Drain within the timeout (shutdown_timeout_seconds by default), then cancel the rest.
@@ -139,16 +134,11 @@ class ConcurrentConversationManager:
         if self._closed:
             raise EngineStopped("the engine is stopped")
         now = self._clock()
-        key = session_key(event, self._settings.session_scope)
-        item = WorkItem(
-            event=event, session_key=key, session_id=session_id_for(key),
-            priority=classify(event), admitted_at=now,
-            future=asyncio.get_running_loop().create_future(), source=source, trace=trace,
-        )
+        item = admit(event, self._settings.session_scope, now, source, trace)
         self._idle.clear()
         # Behind a non-empty waiting line only sessions that already hold a slot may pass,
         # otherwise a later event of a waiting session could overtake its earlier one.
-        may_pass = key in self._sessions or not self._waiting
+        may_pass = item.session_key in self._sessions or not self._waiting
         if may_pass and self._admit(item, now):
             self._pump()
         else:

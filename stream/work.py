@@ -9,7 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.events import ChatEvent, Priority, ProcessorOutcome, ResponseEvent, response_id_for
+from stream.priority import classify
 from stream.records import RecordSource
+from stream.sessions import session_id_for, session_key
+from stream.settings import SessionScope
 
 
 @dataclass(slots=True, eq=False)
@@ -29,6 +32,27 @@ class WorkItem:
 
 
 Deliver = Callable[[WorkItem, ResponseEvent], Awaitable[None]]
+
+
+def admit(event: ChatEvent, scope: SessionScope, now: float, source: RecordSource | None,
+          trace: Any) -> WorkItem:
+    """A new work item: session key and id by scope, priority by the admission rules."""
+    key = session_key(event, scope)
+    return WorkItem(
+        event=event, session_key=key, session_id=session_id_for(key), priority=classify(event),
+        admitted_at=now, future=asyncio.get_running_loop().create_future(), source=source,
+        trace=trace,
+    )
+
+
+async def wait_for_idle(idle: asyncio.Event, timeout_s: float) -> bool:
+    """Wait until ``idle`` is set; False if the timeout passed first."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await idle.wait()
+        return True
+    except TimeoutError:
+        return False
 
 
 def build_response(
