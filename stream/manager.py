@@ -78,7 +78,6 @@ class ConcurrentConversationManager:
             history_size=settings.session_history_size,
         )
         self._waiting: deque[WorkItem] = deque()
-        self._partition_of: dict[SessionKey, TopicPartition] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
@@ -150,7 +149,7 @@ class ConcurrentConversationManager:
         if state is None:
             return False
         if item.source is not None:
-            self._partition_of[item.session_key] = item.source.tp
+            state.partition = item.source.tp
         self._scheduler.push(item.session_key, item.priority, item, now)
         return True
 
@@ -237,11 +236,11 @@ class ConcurrentConversationManager:
         self._waiting = deque(item for item in self._waiting if not from_revoked(item))
         for item in dropped:
             _fail(item, EngineStopped("partition revoked"))
-        released = self._sessions.release(
-            lambda key: self._partition_of.get(key) in revoked and not self._is_busy(key)
-        )
-        for key in released:
-            self._partition_of.pop(key, None)
+        def of_revoked_and_idle(key: SessionKey) -> bool:
+            state = self._sessions.get(key)
+            return state is not None and state.partition in revoked and not self._is_busy(key)
+
+        self._sessions.release(of_revoked_and_idle)
         if self.buffered == 0:
             self._idle.set()
         return dropped
@@ -250,8 +249,7 @@ class ConcurrentConversationManager:
         interval = min(60.0, max(0.5, self._settings.session_idle_timeout_s / 4))
         while True:
             await asyncio.sleep(interval)
-            for key in self._sessions.expire_idle(self._clock(), self._is_busy):
-                self._partition_of.pop(key, None)
+            self._sessions.expire_idle(self._clock(), self._is_busy)
             self._admit_waiting()
             self._pump()
 

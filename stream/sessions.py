@@ -13,7 +13,7 @@ dropping anything. Pure and synchronous; time is passed in as ``now`` (monotonic
 from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote
@@ -71,6 +71,7 @@ class SessionState:
         default_factory=lambda: deque(maxlen=EMOTION_TRAJECTORY_SIZE)
     )
     last_message_at: datetime | None = None
+    partition: Hashable | None = None  # where its events come from; released on revocation
 
     @classmethod
     def new(cls, key: SessionKey, now: float, history_size: int) -> SessionState:
