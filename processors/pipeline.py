@@ -10,12 +10,15 @@ import functools
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from processors.base import ExecutionKind, Processor, Stage, TransientProcessorError
 from processors.reply import REPLY_KEY
@@ -122,6 +125,12 @@ class ProcessorPipeline:
         self._observer: PipelineObserver = observer or NullObserver()
         self._breakers = {n: CircuitBreaker(failure_threshold, cooldown_s) for n in names}
         self._stats = {n: StepStats() for n in names}
+        # Counted by the pipeline itself: executors do not report how busy they are. Both
+        # counters change before the call's future resolves, so an awaited call is never
+        # still counted (timed-out work stays counted until it really finishes).
+        self._usage_lock = threading.Lock()
+        self._threads_running = 0
+        self._process_calls_open = 0
 
     @classmethod
     def from_settings(
@@ -216,13 +225,14 @@ class ProcessorPipeline:
         except Exception as exc:
             status, error = ProcessorStatus.FAILED, describe_error(exc)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
-        return ProcessorOutcome(
-            status=status,
-            data=data,
-            error=error,
-            attempts=max(attempts.count, 1),
-            duration_ms=round(elapsed_ms, 3),
-        )
+        try:
+            return ProcessorOutcome(status=status, data=data, error=error,
+                                    attempts=max(attempts.count, 1),
+                                    duration_ms=round(elapsed_ms, 3))
+        except Exception as exc:  # a step must never fail the whole event
+            return ProcessorOutcome(status=ProcessorStatus.FAILED, error=describe_error(exc),
+                                    attempts=max(attempts.count, 1),
+                                    duration_ms=round(elapsed_ms, 3))
 
     async def _with_retries(
         self, processor: Processor, context: ProcessorContext, attempts: _Attempts
@@ -241,6 +251,7 @@ class ProcessorPipeline:
             data = await self._invoke(processor, context)
             if not isinstance(data, dict):
                 raise TypeError(f"process() returned {type(data).__name__}, expected dict")
+            data = _as_json(data)
         except Exception as exc:
             attempts.open = False
             self._notify("on_attempt", processor.name, attempts.count, exc)
@@ -252,22 +263,54 @@ class ProcessorPipeline:
     async def _invoke(self, processor: Processor, context: ProcessorContext) -> Any:
         if processor.kind is ExecutionKind.ASYNC:
             return await processor.process(context)  # type: ignore[misc]
-        loop = asyncio.get_running_loop()
         if processor.kind is ExecutionKind.THREAD:
             # Copy contextvars so a tracing span started on the loop is current in the thread.
             call = functools.partial(contextvars.copy_context().run, processor.process, context)
-            return await loop.run_in_executor(self._thread_pool, call)
+            return await asyncio.wrap_future(self._thread_pool.submit(self._counted_thread, call))
         pool = self._process_pool
         slim = getattr(processor, "worker_context", None)  # optional: see processors.base
         if slim is not None:
             context = slim(context)
         try:
-            return await loop.run_in_executor(pool, processor.process, context)
+            submitted = pool.submit(processor.process, context)
+            self._count_process_call(+1)
+            submitted.add_done_callback(lambda _: self._count_process_call(-1))
+            return await asyncio.wrap_future(submitted)
         except BrokenProcessPool:
             if self._process_pool_factory is None:
                 raise
             self._replace_process_pool(pool)
             raise TransientProcessorError("process pool broke (a worker died); replaced") from None
+
+    def _counted_thread(self, call: Callable[[], Any]) -> Any:
+        with self._usage_lock:
+            self._threads_running += 1
+        try:
+            return call()
+        finally:
+            with self._usage_lock:
+                self._threads_running -= 1
+
+    def _count_process_call(self, delta: int) -> None:
+        with self._usage_lock:
+            self._process_calls_open += delta
+
+    def pool_usage(self) -> dict[str, dict[str, float]]:
+        """Per pool: workers, busy, queued and utilization (busy / workers).
+
+        Threads: busy = calls running in a pool thread, queued = calls waiting for one.
+        Processes: calls submitted and not finished, the first ``workers`` of them counted busy.
+        """
+        threads = _workers(self._thread_pool)
+        processes = _workers(self._process_pool)
+        with self._usage_lock:
+            running, open_calls = self._threads_running, self._process_calls_open
+        queue = getattr(self._thread_pool, "_work_queue", None)  # private: no public accessor
+        return {
+            "thread": _usage(threads, running, queue.qsize() if queue is not None else 0),
+            "process": _usage(processes, min(open_calls, processes),
+                              max(0, open_calls - processes)),
+        }
 
     def _replace_process_pool(self, broken: Executor) -> None:
         if self._process_pool is broken and self._process_pool_factory is not None:
@@ -320,6 +363,25 @@ class ProcessorPipeline:
         """Shut both pools down without waiting for stuck work; queued work is cancelled."""
         self._thread_pool.shutdown(wait=False, cancel_futures=True)
         self._process_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _as_json(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` as it will be published (keys as strings, sets as lists...): checked here so
+    that a step returning something JSON cannot hold fails alone, not the event's response."""
+    try:
+        converted = to_jsonable_python(data)
+    except (PydanticSerializationError, ValueError) as exc:
+        raise TypeError(f"process() returned data that is not JSON: {exc}") from None
+    return converted  # type: ignore[no-any-return]
+
+
+def _workers(pool: Executor) -> int:
+    return int(getattr(pool, "_max_workers", 0)) or 1
+
+
+def _usage(workers: int, busy: int, queued: int) -> dict[str, float]:
+    return {"workers": workers, "busy": busy, "queued": queued,
+            "utilization": round(busy / workers, 4)}
 
 
 def _count(stats: StepStats, outcome: ProcessorOutcome) -> None:

@@ -22,7 +22,15 @@ from stream.records import RecordSource
 from stream.settings import Settings
 from stream.stats import LatencyWindow, RateMeter
 from stream.tracing import traced
-from stream.work import Deliver, WorkItem, admit, build_response, wait_for_idle
+from stream.work import (
+    Deliver,
+    EngineStopped,
+    WorkItem,
+    admit,
+    build_response,
+    fail,
+    wait_for_idle,
+)
 
 
 class BasicPipeline(Protocol):
@@ -58,6 +66,7 @@ class BasicEngine:
         self._latency = LatencyWindow(2048)
         self._rate = RateMeter(window_s=10.0)
         self._processed = 0
+        self._accepting = True
 
     async def start(self) -> BasicEngine:
         return self
@@ -65,6 +74,8 @@ class BasicEngine:
     def submit(
         self, event: ChatEvent, source: RecordSource | None = None, trace: Any = None
     ) -> asyncio.Future[ResponseEvent]:
+        if not self._accepting:
+            raise EngineStopped("the engine is stopped")
         item = admit(event, self._settings.session_scope, self._clock(), source, trace)
         lane = source.tp if source is not None else None
         if lane not in self._queues:
@@ -80,9 +91,11 @@ class BasicEngine:
             item = await queue.get()
             try:
                 await self._answer(item)
-            except Exception as exc:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+            except asyncio.CancelledError:
+                item.future.cancel()
+                raise
+            except Exception as exc:  # the runner dead-letters it (see StreamRunner._settled)
+                fail(item, exc)
             finally:
                 self._buffered -= 1
                 if self._buffered == 0:
@@ -121,7 +134,7 @@ class BasicEngine:
             queue = self._queues.get(tp)
             while queue is not None and not queue.empty():
                 item = queue.get_nowait()
-                item.future.cancel()
+                fail(item, EngineStopped("partition revoked"))
                 dropped.append(item)
                 self._buffered -= 1
         if self._buffered == 0:
@@ -129,6 +142,9 @@ class BasicEngine:
         return dropped
 
     async def stop(self, timeout_s: float | None = None) -> None:
+        if not self._accepting:
+            return
+        self._accepting = False
         timeout_s = self._settings.shutdown_timeout_seconds if timeout_s is None else timeout_s
         await self.drain(max(0.0, timeout_s - 0.25))
         self.release_partitions(list(self._queues))  # fail what is still queued

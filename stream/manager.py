@@ -1,7 +1,8 @@
 """The concurrent conversation manager: sessions, priority lanes and the processor pipeline.
 
 Admission (``submit``) never blocks: an event joins its session's lane, or, when the session
-registry is full of busy sessions, a FIFO of events waiting for a session slot. ``buffered``
+registry is full of busy sessions, a line of sessions waiting for a slot (``WaitingLine``: the
+most urgent first, each session's events kept together and in order). ``buffered``
 counts both plus the work in flight; the Kafka runner pauses its partitions when it passes a
 bound (backpressure), so memory stays bounded without dropping anything.
 """
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
@@ -24,11 +24,20 @@ from schemas.context import ProcessorContext
 from schemas.events import ChatEvent, ProcessorOutcome, ProcessorStatus, ResponseEvent
 from stream.records import RecordSource
 from stream.scheduler import PriorityScheduler
-from stream.sessions import SessionKey, SessionRegistry
+from stream.sessions import SessionKey, SessionRegistry, SessionState
 from stream.settings import Settings
 from stream.stats import LatencyWindow, PriorityQueueStats, RateMeter
 from stream.tracing import traced
-from stream.work import Deliver, WorkItem, admit, build_response, wait_for_idle
+from stream.waiting import WaitingLine
+from stream.work import (
+    Deliver,
+    EngineStopped,
+    WorkItem,
+    admit,
+    build_response,
+    fail,
+    wait_for_idle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +50,6 @@ class Pipeline(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
-
-
-class EngineStopped(RuntimeError):
-    """The engine was stopped before the event was answered."""
 
 
 def _data(outcomes: dict[str, ProcessorOutcome], name: str) -> dict[str, Any]:
@@ -77,12 +82,13 @@ class ConcurrentConversationManager:
             idle_timeout_s=settings.session_idle_timeout_s,
             history_size=settings.session_history_size,
         )
-        self._waiting: deque[WorkItem] = deque()
+        self._waiting: WaitingLine[WorkItem] = WaitingLine()
         self._running: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
-        self._closed = False
+        self._accepting = True  # False from the start of stop(): submit refuses new events
+        self._closed = False  # True once stop() has drained: nothing new starts
         self._started_at = clock()
         self._latency = LatencyWindow(2048)
         self._rate = RateMeter(window_s=10.0)
@@ -109,14 +115,16 @@ class ConcurrentConversationManager:
         Returns within the timeout plus a fraction of a second even when processors are stuck:
         stuck thread or process work is abandoned, not awaited.
         """
-        if self._closed:
+        if not self._accepting:
             return
         timeout_s = self._settings.shutdown_timeout_seconds if timeout_s is None else timeout_s
+        self._accepting = False
+        await self.drain(max(0.0, timeout_s - 0.25))  # queued work keeps starting meanwhile
         self._closed = True
-        await self.drain(max(0.0, timeout_s - 0.25))
-        for item in self._scheduler.remove_queued(lambda _: True) + list(self._waiting):
-            _fail(item, EngineStopped("engine stopped before the event was processed"))
-        self._waiting.clear()
+        everything = self._scheduler.remove_queued(lambda _: True) + self._waiting.remove(
+            lambda _: True)
+        for item in everything:
+            fail(item, EngineStopped("engine stopped before the event was processed"))
         for task in [*self._running, *self._background]:
             task.cancel()
         with contextlib.suppress(TimeoutError):
@@ -130,7 +138,7 @@ class ConcurrentConversationManager:
         self, event: ChatEvent, source: RecordSource | None = None, trace: Any = None
     ) -> asyncio.Future[ResponseEvent]:
         """Admit one event; the future resolves with its response once delivered."""
-        if self._closed:
+        if not self._accepting:
             raise EngineStopped("the engine is stopped")
         now = self._clock()
         item = admit(event, self._settings.session_scope, now, source, trace)
@@ -138,25 +146,31 @@ class ConcurrentConversationManager:
         # Behind a non-empty waiting line only sessions that already hold a slot may pass,
         # otherwise a later event of a waiting session could overtake its earlier one.
         may_pass = item.session_key in self._sessions or not self._waiting
-        if may_pass and self._admit(item, now):
-            self._pump()
+        state = self._sessions.get_or_create(item.session_key, now, self._is_busy) \
+            if may_pass else None
+        if state is None:
+            self._waiting.push(item.session_key, item.priority, item)
         else:
-            self._waiting.append(item)
+            self._enqueue(state, item, now)
+            self._pump()
         return item.future
 
-    def _admit(self, item: WorkItem, now: float) -> bool:
-        state = self._sessions.get_or_create(item.session_key, now, self._is_busy)
-        if state is None:
-            return False
+    def _enqueue(self, state: SessionState, item: WorkItem, now: float) -> None:
         if item.source is not None:
             state.partition = item.source.tp
         self._scheduler.push(item.session_key, item.priority, item, now)
-        return True
 
     def _admit_waiting(self) -> None:
+        """Give free session slots to waiting sessions, the most urgent first (``WaitingLine``)."""
         now = self._clock()
-        while self._waiting and self._admit(self._waiting[0], now):
-            self._waiting.popleft()
+        while (key := self._waiting.peek_session()) is not None:
+            state = self._sessions.get_or_create(key, now, self._is_busy)
+            if state is None:
+                return
+            popped = self._waiting.pop_session()
+            assert popped is not None
+            for item in popped[1]:
+                self._enqueue(state, item, now)
 
     def _is_busy(self, key: SessionKey) -> bool:
         return not self._scheduler.is_idle(key)
@@ -199,7 +213,7 @@ class ConcurrentConversationManager:
             item.future.cancel()
             raise
         except Exception as exc:  # the event stays unanswered: its offset is never committed
-            _fail(item, exc)
+            fail(item, exc)
             if not isinstance(exc, EngineStopped):
                 log.exception("event %s failed", item.event.event_id)
         finally:
@@ -232,15 +246,17 @@ class ConcurrentConversationManager:
             return item.source is not None and item.source.tp in revoked
 
         dropped = self._scheduler.remove_queued(from_revoked)
-        dropped += [item for item in self._waiting if from_revoked(item)]
-        self._waiting = deque(item for item in self._waiting if not from_revoked(item))
+        dropped += self._waiting.remove(from_revoked)
         for item in dropped:
-            _fail(item, EngineStopped("partition revoked"))
+            fail(item, EngineStopped("partition revoked"))
         def of_revoked_and_idle(key: SessionKey) -> bool:
             state = self._sessions.get(key)
             return state is not None and state.partition in revoked and not self._is_busy(key)
 
         self._sessions.release(of_revoked_and_idle)
+        if not self._closed:  # released slots go to events waiting for one
+            self._admit_waiting()
+            self._pump()
         if self.buffered == 0:
             self._idle.set()
         return dropped
@@ -249,9 +265,13 @@ class ConcurrentConversationManager:
         interval = min(60.0, max(0.5, self._settings.session_idle_timeout_s / 4))
         while True:
             await asyncio.sleep(interval)
-            self._sessions.expire_idle(self._clock(), self._is_busy)
-            self._admit_waiting()
-            self._pump()
+            try:
+                self._sessions.expire_idle(self._clock(), self._is_busy)
+                if not self._closed:
+                    self._admit_waiting()
+                    self._pump()
+            except Exception:  # keep expiring: one bad pass must not end session expiry
+                log.exception("session expiry failed")
 
     # -- introspection -----------------------------------------------------------------------
 
@@ -303,12 +323,3 @@ class ConcurrentConversationManager:
             "pools": self._pipeline.stats(),
         }
 
-
-def _fail(item: WorkItem, exc: BaseException) -> None:
-    if item.future.done():
-        return
-    if isinstance(exc, asyncio.CancelledError):
-        item.future.cancel()
-    else:
-        item.future.set_exception(exc)
-        item.future.exception()  # mark retrieved: a dropped item's future may have no reader

@@ -3,11 +3,8 @@ per-event path only pays for the two latency histograms."""
 
 from __future__ import annotations
 
-import concurrent.futures.thread
-import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -157,38 +154,8 @@ def engine_stats(engine: Any) -> dict[str, Any]:
     return stats
 
 
-# An idle ThreadPoolExecutor worker waits in the C-level queue get, so its innermost Python
-# frame is the executor's own worker loop; any deeper frame means it is running a call.
-_IDLE_THREAD_CODE = concurrent.futures.thread._worker.__code__
-
-
 def pool_usage(engine: Any) -> dict[str, dict[str, float]]:
-    """Workers, busy, queued and utilization of the pipeline's thread and process pools.
-
-    The pipeline does not report its pools, so this reads the executors it owns (private
-    attributes, read defensively; a pool that cannot be read is left out). Threads: busy = pool
-    threads not parked in the executor's wait. Processes: submitted calls not yet returned,
-    up to the pool size. Costs one ``sys._current_frames()`` per scrape.
-    """
-    pipeline = getattr(engine, "_pipeline", None)
-    usage: dict[str, dict[str, float]] = {}
-    threads = getattr(pipeline, "_thread_pool", None)
-    if isinstance(threads, ThreadPoolExecutor):
-        frames = sys._current_frames()
-        busy = sum(1 for thread in list(getattr(threads, "_threads", ()))
-                   if (frame := frames.get(thread.ident or -1)) is not None
-                   and frame.f_code is not _IDLE_THREAD_CODE)
-        queue = getattr(threads, "_work_queue", None)
-        usage["thread"] = _usage(threads, busy, queue.qsize() if queue is not None else 0)
-    processes = getattr(pipeline, "_process_pool", None)
-    if isinstance(processes, ProcessPoolExecutor):
-        pending = len(getattr(processes, "_pending_work_items", {}))
-        workers = getattr(processes, "_max_workers", 1)
-        usage["process"] = _usage(processes, min(pending, workers), max(0, pending - workers))
-    return usage
-
-
-def _usage(pool: Any, busy: int, queued: int) -> dict[str, float]:
-    workers = int(getattr(pool, "_max_workers", 0)) or 1
-    return {"workers": workers, "busy": busy, "queued": queued,
-            "utilization": round(busy / workers, 4)}
+    """Workers, busy, queued and utilization of the engine's thread and process pools, as the
+    pipeline counts them; empty when the engine's pipeline does not report its pools."""
+    report = getattr(getattr(engine, "_pipeline", None), "pool_usage", None)
+    return report() if callable(report) else {}

@@ -5,21 +5,41 @@ from __future__ import annotations
 import logging
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
 from aiokafka.structs import RecordMetadata
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from stream.records import Delivery
 
 log = logging.getLogger(__name__)
 
 
+class PublishRejected(Exception):
+    """The broker or client refused a record for good (too large, not authorised...).
+
+    Retrying cannot help, so the caller must dead-letter the event instead of waiting.
+    """
+
+    def __init__(self, topic: str, error: KafkaError) -> None:
+        super().__init__(f"publish to {topic} rejected: {type(error).__name__}: {error}")
+        self.topic = topic
+        self.error = error
+
+
+def is_retriable(error: BaseException) -> bool:
+    """Errors worth waiting out: the ones Kafka marks retriable, plus client-side timeouts
+    (aiokafka marks an expired batch as not retriable, but it is what a broker outage gives)."""
+    return isinstance(error, KafkaError) and (
+        error.retriable or isinstance(error, KafkaTimeoutError))
+
+
 class Publisher:
     """Sends deliveries and waits for the broker's acknowledgement, retrying until it comes.
 
     ``publish`` blocks while the broker is unreachable (backing off up to ``max_backoff_s``
-    between attempts) and raises only on cancellation: an unacknowledged response must never
-    let its offset be committed, and giving up would lose the event.
+    between attempts): an unacknowledged response must never let its offset be committed, and
+    giving up would lose the event. It raises ``PublishRejected`` for an error no retry can fix,
+    ``ProducerClosed`` once the producer is stopped, and on cancellation.
     """
 
     def __init__(self, producer: AIOKafkaProducer, *, max_backoff_s: float = 5.0) -> None:
@@ -29,14 +49,19 @@ class Publisher:
 
     async def publish(self, delivery: Delivery) -> RecordMetadata:
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(KafkaError),
+            retry=retry_if_exception(is_retriable),
             wait=wait_exponential_jitter(multiplier=0.1, max=self._max_backoff_s),
             before_sleep=self._log_retry,
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                return await self._send(delivery)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._send(delivery)
+        except ProducerClosed:
+            raise
+        except KafkaError as error:
+            raise PublishRejected(delivery.topic, error) from error
         raise AssertionError("unreachable: tenacity retries until success or cancellation")
 
     async def _send(self, delivery: Delivery) -> RecordMetadata:

@@ -6,6 +6,9 @@ What happens to one record, top to bottom:
    the dead letter is acknowledged.
 3. Otherwise the engine answers it (``Engine.submit``) and calls ``_deliver``, which publishes
    the response and waits for the broker's acknowledgement before completing the offset.
+   If the engine fails the event, or the broker rejects its response for good, the record is
+   dead-lettered instead (stage "processing" or "publish"): every record ends answered or
+   dead-lettered, so no partition's commits stall behind one bad event.
 4. Every ``commit_interval_ms`` the lowest incomplete offset of each partition is committed.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -26,10 +30,10 @@ from opentelemetry.trace import Span
 
 from schemas.codec import DecodeError, decode_event, encode
 from schemas.events import ChatEvent, ResponseEvent
-from stream.dead_letter import dead_letter
+from stream.dead_letter import FailureReason, dead_letter, without_value
 from stream.kafka_config import consumer_config, producer_config
 from stream.offsets import OffsetTracker
-from stream.publisher import Publisher
+from stream.publisher import Publisher, PublishRejected
 from stream.records import Delivery, RecordSource
 from stream.settings import Settings
 from stream.tracing import (
@@ -40,7 +44,7 @@ from stream.tracing import (
     publish_span,
     start_process_span,
 )
-from stream.work import Deliver, WorkItem
+from stream.work import Deliver, EngineStopped, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,8 @@ class RunnerCounters:
         self.degraded = 0
         self.commits = 0
         self.pauses = 0
+        self.failed = 0  # decoded events dead-lettered because they could not be answered
+        self.undeliverable = 0  # records neither answered nor dead-lettered (see _dead_letter_task)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +113,10 @@ class StreamRunner:
                  latency_observer: LatencyObserver | None = None) -> None:
         self.settings = settings
         self.latency_observer = latency_observer
-        self._pending_since: dict[TopicPartition, dict[int, int | None]] = {}
+        # The records this member still owes an answer, by partition and offset. Compared by
+        # identity: a record fetched again after a hand-over is a new source, so work left over
+        # from before cannot complete (or publish for) it.
+        self._owed: dict[TopicPartition, dict[int, RecordSource]] = {}
         self._progress = asyncio.Event()
         self._engine_factory = engine_factory
         self._limits = settings.input_limits
@@ -134,7 +143,11 @@ class StreamRunner:
             self._publisher = Publisher(producer)
             self.engine = self._engine_factory(self._deliver)
             await self.engine.start()
-            await consumer.start()
+            try:
+                await consumer.start()
+            except BaseException:
+                await self.engine.stop(timeout_s=0.5)
+                raise
             self._consumer = consumer
             consumer.subscribe([self.settings.inbound_topic], listener=_Rebalance(self))
             watchdog = asyncio.create_task(self._watch_broker())
@@ -144,7 +157,7 @@ class StreamRunner:
                 watchdog.cancel()
                 await self._shut_down(consumer)
         finally:
-            await producer.stop()
+            await _bounded(producer.stop(), 1.0, "producer stop")
 
     async def _consume_until(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None
@@ -166,7 +179,14 @@ class StreamRunner:
                         self._handle(record)
                 self._apply_backpressure()
                 if time.monotonic() >= next_commit:
-                    await self.commit()
+                    # Raced with stop: a commit waiting on an absent broker must not delay it.
+                    committing = asyncio.create_task(self.commit())
+                    await asyncio.wait({committing, stop_waiter},
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    if not committing.done():
+                        committing.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await committing
                     next_commit = time.monotonic() + self.settings.commit_interval_ms / 1000
         finally:
             stop_waiter.cancel()
@@ -175,7 +195,7 @@ class StreamRunner:
         assert self.engine is not None
         source = RecordSource.from_record(record)
         self.offsets.track(source.tp, source.offset)
-        self._pending_since.setdefault(source.tp, {})[source.offset] = source.timestamp_ms
+        self._owed.setdefault(source.tp, {})[source.offset] = source
         self.counters.consumed += 1
         try:
             event = decode_event(record.value, self._limits)
@@ -186,31 +206,74 @@ class StreamRunner:
                                    source, span)
             return
         span = start_process_span(source, self.settings.group_id, event)
-        end_when_done(span, self.engine.submit(event, source=source, trace=span))
+        answer = self.engine.submit(event, source=source, trace=span)
+        end_when_done(span, answer)
+        answer.add_done_callback(functools.partial(self._settled, source, record.value, span))
+
+    def _owns(self, source: RecordSource) -> bool:
+        """Whether ``source`` is still this member's to answer (not handed over, not done)."""
+        return self._owed.get(source.tp, {}).get(source.offset) is source
 
     def _complete(self, source: RecordSource) -> None:
-        self.offsets.complete(source.tp, source.offset)
-        self._pending_since.get(source.tp, {}).pop(source.offset, None)
-        self._progress.set()
+        if self._owed.get(source.tp, {}).pop(source.offset, None) is source:
+            self.offsets.complete(source.tp, source.offset)
+            self._progress.set()
 
-    def _send_dead_letter(self, delivery: Delivery, source: RecordSource, span: Span) -> None:
-        async def publish() -> None:
-            assert self._publisher is not None
+    def _settled(self, source: RecordSource, value: bytes | None, span: Span | None,
+                 answer: asyncio.Future[ResponseEvent]) -> None:
+        """An event the engine failed is dead-lettered, so its offset can complete."""
+        if answer.cancelled() or (error := answer.exception()) is None:
+            return
+        if isinstance(error, EngineStopped) or not self._owns(source):
+            return  # left to whoever answers the partition next
+        self.counters.failed += 1
+        log.error("event at %s[%d]@%d not answered (%s): dead-lettering it", source.tp.topic,
+                  source.tp.partition, source.offset, error)
+        if isinstance(error, PublishRejected):  # name the broker's error, not our wrapper
+            reason = FailureReason("publish", type(error.error).__name__, str(error))
+        else:
+            reason = FailureReason.of("processing", error)
+        self._send_dead_letter(dead_letter(self.settings.dlq_topic, source, value, reason),
+                               source, span)
+
+    def _send_dead_letter(self, delivery: Delivery, source: RecordSource,
+                          span: Span | None) -> None:
+        task = asyncio.create_task(self._dead_letter_task(delivery, source, span))
+        self._dead_letters.add(task)
+        task.add_done_callback(self._dead_letters.discard)
+
+    async def _dead_letter_task(self, delivery: Delivery, source: RecordSource,
+                                span: Span | None) -> None:
+        """Publish a dead letter, then complete the offset. If the DLQ refuses the record, send
+        the reason without the original bytes; if it refuses that too, the record is counted
+        undeliverable and its offset completes anyway (logged), as waiting cannot fix it and
+        would stall the partition."""
+        assert self._publisher is not None
+        try:
             try:
                 with publish_span(span, delivery.topic, None, name=SpanName.DEAD_LETTER):
                     await self._publisher.publish(delivery)
-            finally:
-                span.end()
+            except PublishRejected as rejected:
+                log.warning("dead-letter topic refused the record (%s); sending its reason only",
+                            rejected.error)
+                with publish_span(span, delivery.topic, None, name=SpanName.DEAD_LETTER):
+                    await self._publisher.publish(without_value(delivery, str(rejected)))
             self.counters.dead_lettered += 1
-            self._complete(source)
-
-        task = asyncio.create_task(publish())
-        self._dead_letters.add(task)
-        task.add_done_callback(self._dead_letters.discard)
+        except PublishRejected as rejected:
+            self.counters.undeliverable += 1
+            log.error("record %s[%d]@%d can be neither answered nor dead-lettered: %s",
+                      source.tp.topic, source.tp.partition, source.offset, rejected)
+        finally:
+            if span is not None and span.is_recording():
+                span.end()
+        self._complete(source)
 
     async def _deliver(self, item: WorkItem, response: ResponseEvent) -> None:
         """Publish one response and wait for its ack; only then may its offset commit."""
         assert self._publisher is not None
+        if item.source is not None and not self._owns(item.source):
+            # Handed over while in flight: the partition's new owner answers it.
+            raise EngineStopped("partition revoked while the event was in flight")
         span: Span | None = item.trace
         try:
             if span is not None:
@@ -231,9 +294,12 @@ class StreamRunner:
             self._complete(item.source)
             if self.latency_observer is not None:
                 sent_ms = item.source.timestamp_ms
-                self.latency_observer.observe(
-                    time.time() - sent_ms / 1000 if sent_ms else None,
-                    response.processing_ms / 1000)
+                try:
+                    self.latency_observer.observe(
+                        time.time() - sent_ms / 1000 if sent_ms else None,
+                        response.processing_ms / 1000)
+                except Exception:  # metrics must not turn an answered event into a failure
+                    log.exception("latency observer failed")
 
     def _apply_backpressure(self) -> None:
         """Pause every owned partition while too much is buffered; resume below half of it."""
@@ -248,8 +314,10 @@ class StreamRunner:
             self._consumer.resume(*self._consumer.assignment())
             self._paused = False
 
-    async def commit(self, partitions: Collection[TopicPartition] | None = None) -> None:
-        """Commit the watermark of each partition that advanced (all owned ones by default)."""
+    async def commit(self, partitions: Collection[TopicPartition] | None = None,
+                     timeout_s: float | None = None) -> None:
+        """Commit the watermark of each partition that advanced (all owned ones by default),
+        waiting at most ``timeout_s`` (``commit_timeout_seconds`` by default)."""
         if self._consumer is None:
             return
         points = self.offsets.commit_points()
@@ -257,10 +325,14 @@ class StreamRunner:
         points = {tp: offset for tp, offset in points.items() if tp in owned}
         if not points:
             return
+        timeout_s = self.settings.commit_timeout_seconds if timeout_s is None else timeout_s
         try:
-            await self._consumer.commit(points)
-        except KafkaError as exc:  # the group is rebalancing or the broker is away: retried later
-            log.warning("commit of %d partitions failed: %s", len(points), exc)
+            async with asyncio.timeout(timeout_s):
+                await self._consumer.commit(points)
+        except (KafkaError, TimeoutError) as exc:
+            # The group is rebalancing or the broker is away: the next commit carries these
+            # offsets too; on shutdown, the next owner re-processes from the last commit.
+            log.warning("commit of %d partitions failed: %r", len(points), exc)
             return
         self.offsets.mark_committed(points)
         self.counters.commits += 1
@@ -275,12 +347,13 @@ class StreamRunner:
             return
         self._member_ok = False
         self._refresh_ready()
+        deadline = time.monotonic() + self.settings.rebalance_timeout_seconds
         await self._wait_for_completion(revoked, self.settings.rebalance_timeout_seconds)
         dropped = self.engine.release_partitions(revoked)
-        await self.commit(revoked)
+        await self.commit(revoked, timeout_s=max(0.5, deadline - time.monotonic()))
         for tp in revoked:
             self.offsets.forget(tp)
-            self._pending_since.pop(tp, None)
+            self._owed.pop(tp, None)  # work still in flight for these no longer publishes
         self.assignment -= revoked
         log.info("handed over %d partitions (%d queued events left to the next owner)",
                  len(revoked), len(dropped))
@@ -307,8 +380,8 @@ class StreamRunner:
             committable = self.offsets.committable(tp)
             if highwater is None or committable is None:
                 continue
-            pending = self._pending_since.get(tp) or {}
-            timestamps = [ts for ts in pending.values() if ts]
+            owed = self._owed.get(tp) or {}
+            timestamps = [s.timestamp_ms for s in owed.values() if s.timestamp_ms]
             result[tp] = PartitionLag(max(0, highwater - committable),
                                       min(timestamps) if timestamps else None)
         return result
@@ -362,24 +435,39 @@ class StreamRunner:
         self._refresh_ready()
 
     async def _shut_down(self, consumer: AIOKafkaConsumer) -> None:
-        """Stop fetching, drain within the shutdown timeout, commit, close."""
+        """Stop fetching, drain within the shutdown timeout, commit, close.
+
+        Every step is bounded, so a stop with the broker away still returns in about the
+        shutdown timeout (plus the short grace periods), committing what it can.
+        """
         consumer.pause(*consumer.assignment())
         timeout = self.settings.shutdown_timeout_seconds
-        started = time.monotonic()
+        deadline = time.monotonic() + timeout
         if self.engine is not None:
             drained = await self.engine.drain(timeout)
             if self._dead_letters:
                 await asyncio.wait(set(self._dead_letters),
-                                   timeout=max(0.1, timeout - (time.monotonic() - started)))
+                                   timeout=max(0.1, deadline - time.monotonic()))
             # Stop (its short grace period may still complete events) before the final commit,
             # so every acknowledged response counts.
             await self.engine.stop(timeout_s=0.5)
-            await self.commit()
+            await self.commit(timeout_s=max(0.5, deadline - time.monotonic()))
             if not drained:
                 log.warning("shutdown timeout: %d events left unanswered and uncommitted",
                             self.engine.buffered)
         for task in self._dead_letters:
             task.cancel()
+        await asyncio.gather(*self._dead_letters, return_exceptions=True)
         self._member_ok = False
         self._refresh_ready()
-        await consumer.stop()
+        await _bounded(consumer.stop(), max(1.0, deadline - time.monotonic()), "consumer stop")
+
+
+async def _bounded(step: Any, timeout_s: float, what: str) -> None:
+    """Await a closing step for at most ``timeout_s``: on shutdown, an unreachable broker must
+    not keep the process alive."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await step
+    except TimeoutError:
+        log.warning("%s did not finish within %.1f s; going on", what, timeout_s)

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     commit_interval_ms: int = Field(
         500, ge=10, le=60000, validation_alias=_env("CHATSTREAM_COMMIT_INTERVAL_MS")
     )
+    commit_timeout_seconds: float = Field(
+        5.0, gt=0, le=600, validation_alias=_env("CHATSTREAM_COMMIT_TIMEOUT_SECONDS")
+    )
 
     # Kafka security
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

@@ -34,6 +34,22 @@ class WorkItem:
 Deliver = Callable[[WorkItem, ResponseEvent], Awaitable[None]]
 
 
+class EngineStopped(RuntimeError):
+    """The event was not answered because it is no longer this engine's to answer: the engine
+    stopped, or the event's partition was handed to another consumer (which will answer it)."""
+
+
+def fail(item: WorkItem, exc: BaseException) -> None:
+    """Resolve ``item``'s future with ``exc`` (or cancel it), unless it is already resolved."""
+    if item.future.done():
+        return
+    if isinstance(exc, asyncio.CancelledError):
+        item.future.cancel()
+    else:
+        item.future.set_exception(exc)
+        item.future.exception()  # mark retrieved: a dropped item's future may have no reader
+
+
 def admit(event: ChatEvent, scope: SessionScope, now: float, source: RecordSource | None,
           trace: Any) -> WorkItem:
     """A new work item: session key and id by scope, priority by the admission rules."""

@@ -12,17 +12,19 @@ from infra.topics import ensure_topics
 from stream.bot_client import BotClient, TopicWatcher
 from stream.bots import chat_events
 from stream.engines import build_engine
-from stream.runner import StreamRunner
+from stream.runner import EngineFactory, StreamRunner
 from stream.settings import Settings
 
 
 @contextlib.asynccontextmanager
-async def running_chatstream(settings: Settings, ready_timeout_s: float = 30.0
+async def running_chatstream(settings: Settings, ready_timeout_s: float = 30.0,
+                             engine_factory: EngineFactory | None = None,
                              ) -> AsyncIterator[StreamRunner]:
     """A chatstream group member in this event loop; stopped gracefully on exit."""
     await ensure_topics(settings)
     stop = asyncio.Event()
-    runner = StreamRunner(settings, lambda deliver: build_engine(settings, deliver))
+    runner = StreamRunner(settings, engine_factory or (
+        lambda deliver: build_engine(settings, deliver)))
     task = asyncio.create_task(runner.run(stop))
     ready = asyncio.create_task(runner.ready.wait())
     await asyncio.wait({task, ready}, timeout=ready_timeout_s,

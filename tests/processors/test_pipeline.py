@@ -317,6 +317,27 @@ async def test_non_dict_result_fails_the_step(build, make_context):
     assert outcomes["wrong"].error == "TypeError: process() returned list, expected dict"
 
 
+async def test_data_that_is_not_json_fails_only_its_step(build, make_context):
+    """Unserialisable data fails its step (the response can still be published); keys that are
+    not strings and sets are published as JSON has them."""
+
+    class Opaque(Echo):
+        async def process(self, context: ProcessorContext) -> Any:
+            return {"handle": object()}
+
+    class Loose(Echo):
+        async def process(self, context: ProcessorContext) -> Any:
+            return {1: "one", "tags": {"a"}}
+
+    _, outcomes, degraded = await build(Opaque(name="opaque"), Loose(name="loose"), Echo()).run(
+        make_context("hi"))
+    assert degraded == ["opaque"]
+    assert outcomes["opaque"].error is not None
+    assert outcomes["opaque"].error.startswith("TypeError: process() returned data that is not JSON")
+    assert outcomes["loose"].data == {"1": "one", "tags": ["a"]}
+    assert outcomes["echo"].data == {"content": "hi"}
+
+
 def test_duplicate_names_rejected(pools):
     """Two processors with one name cannot form a pipeline."""
     with pytest.raises(ValueError, match="unique"):

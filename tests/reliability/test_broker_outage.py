@@ -85,3 +85,37 @@ async def test_broker_freeze_flips_readiness_and_loses_nothing(pool_factory, mod
     assert figures.lost == []
     assert figures.order_violations == 0
     assert figures.mismatched_response_ids == []
+
+
+SHUTDOWN_S = 3.0
+STOP_MARGIN_S = 4.0  # engine grace, final commit, leaving the group, closing the producer
+
+
+async def test_sigterm_while_the_broker_is_frozen_exits_in_time(pool_factory, module_broker):
+    """SIGTERM with the broker frozen: every shutdown step is bounded, so the worker exits soon
+    after its shutdown timeout instead of waiting for the broker; a successor started once the
+    broker is back answers everything left over."""
+    pool = await pool_factory(partitions=4)
+    settings = pool.settings
+    worker = pool.spawn("stopped", CHATSTREAM_SHUTDOWN_TIMEOUT_SECONDS=str(SHUTDOWN_S))
+    await worker.wait_ready()
+    try:
+        async with OutputReader(settings) as reader:
+            sent = await produce(settings, chat_events(seed=405, count=600, channels=20))
+            await until(lambda: len(reader.answered_ids()) >= 100, 30, "100 answers")
+            os.kill(module_broker.pid, signal.SIGSTOP)
+            try:
+                code, stop_s = await worker.terminate(timeout_s=SHUTDOWN_S + 20)
+            finally:
+                os.kill(module_broker.pid, signal.SIGCONT)
+            successor = pool.spawn("successor")
+            await successor.wait_ready()
+            await settle(settings, reader, sent)
+            figures = analyse(sent, reader)
+    finally:
+        os.kill(module_broker.pid, signal.SIGCONT)
+    print(f"\n[outage] SIGTERM with the broker frozen: exit code {code} after {stop_s:.1f} s "
+          f"(shutdown timeout {SHUTDOWN_S:.0f} s); {figures.line()}")
+    assert code is not None, f"still running {SHUTDOWN_S + 20:.0f} s after SIGTERM"
+    assert stop_s < SHUTDOWN_S + STOP_MARGIN_S, worker.log_tail()
+    assert figures.lost == []

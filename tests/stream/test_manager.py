@@ -184,3 +184,44 @@ async def test_both_paths_answer_with_the_same_shape(enabled):
     await manager.stop()
     assert response.analysis["sleepy"].status.value == "ok"
     assert response.priority is Priority.HIGH
+
+
+async def test_critical_new_session_gets_the_next_free_slot():
+    """With the only session slot busy, a critical event of a new conversation is served before
+    new normal conversations that were waiting longer."""
+    processor = SleepyProcessor(0.02)
+    manager = await _manager(processor, max_concurrent_sessions=1, max_in_flight=10)
+    first = asyncio.ensure_future(manager.process_conversation_message(
+        user_id="holder", channel_id="c", content="hi", bot_id="b", event_id="holder"))
+    await asyncio.sleep(0)
+    waiting = [asyncio.ensure_future(manager.process_conversation_message(
+        user_id=f"u{i}", channel_id="c", content="hi", bot_id="b", event_id=f"n{i}"))
+        for i in range(5)]
+    critical = asyncio.ensure_future(manager.process_conversation_message(
+        user_id="x", channel_id="c", content="hi", bot_id="b", event_id="crit",
+        priority=Priority.CRITICAL))
+    await asyncio.sleep(0)
+    assert manager.get_performance_stats()["sessions"]["waiting_for_slot"] == 6
+    await asyncio.gather(first, *waiting, critical)
+    await manager.stop()
+    assert processor.started[:2] == ["holder", "crit"]
+    assert processor.started[2:] == [f"n{i}" for i in range(5)]
+
+
+async def test_stop_still_runs_queued_work_while_it_drains():
+    """stop() refuses new events but finishes what was queued within its timeout."""
+    processor = SleepyProcessor(0.01)
+    manager = await _manager(processor, max_in_flight=1)
+    pending = [asyncio.ensure_future(manager.process_conversation_message(
+        user_id=f"u{i}", channel_id="c", content="hi", bot_id="b")) for i in range(20)]
+    await asyncio.sleep(0)
+    stopping = asyncio.ensure_future(manager.stop(timeout_s=5.0))
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="stopped"):
+        await manager.process_conversation_message(user_id="late", channel_id="c",
+                                                   content="hi", bot_id="b")
+    started = time.monotonic()
+    await stopping
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["ResponseEvent"] * 20
+    assert time.monotonic() - started < 2.0  # drained, not timed out
