@@ -82,7 +82,7 @@ class ConcurrentConversationManager:
             idle_timeout_s=settings.session_idle_timeout_s,
             history_size=settings.session_history_size,
         )
-        self._waiting: WaitingLine[WorkItem] = WaitingLine()
+        self._waiting: WaitingLine[SessionKey, WorkItem] = WaitingLine()
         self._running: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()

@@ -37,6 +37,7 @@ from schemas.events import Priority
 
 __all__ = ["WaitingLine"]
 
+K = TypeVar("K", bound=Hashable)  # a session key
 T = TypeVar("T")
 
 _LEVELS = tuple(Priority)  # ordered most urgent first: index == Priority.rank
@@ -49,8 +50,8 @@ class _Waiting(NamedTuple, Generic[T]):
 
 
 @dataclass(eq=False, slots=True)
-class _Session(Generic[T]):
-    key: Hashable
+class _Session(Generic[K, T]):
+    key: K
     items: deque[_Waiting[T]] = field(default_factory=deque)
     rank: int = len(_LEVELS)  # best rank among items; the rank of the live heap entry
     token: int = -1  # token of the session's one live heap entry; -1 once it left the line
@@ -63,7 +64,7 @@ class _Entry(NamedTuple):
     session: _Session  # type: ignore[type-arg]
 
 
-class WaitingLine(Generic[T]):
+class WaitingLine(Generic[K, T]):
     """Sessions waiting for a slot, most urgent first, each keeping its items in arrival order.
 
     Not thread-safe: call it from one thread (the event loop).
@@ -72,13 +73,13 @@ class WaitingLine(Generic[T]):
     __slots__ = ("_depth", "_heap", "_seq", "_sessions")
 
     def __init__(self) -> None:
-        self._sessions: dict[Hashable, _Session[T]] = {}
+        self._sessions: dict[K, _Session[K, T]] = {}
         self._heap: list[_Entry] = []
         self._depth = [0] * len(_LEVELS)
         # One counter for arrivals and heap tokens: both only need to be unique and increasing.
         self._seq = itertools.count()
 
-    def push(self, session_key: Hashable, priority: Priority, item: T) -> None:
+    def push(self, session_key: K, priority: Priority, item: T) -> None:
         """Append ``item`` to the session's waiting items. Never blocks, never drops."""
         session = self._sessions.get(session_key)
         if session is None:
@@ -93,7 +94,7 @@ class WaitingLine(Generic[T]):
             if not fresh:
                 self._compact()
 
-    def peek_session(self) -> Hashable | None:
+    def peek_session(self) -> K | None:
         """The key ``pop_session`` would return, or None when nothing waits.
 
         Lets the caller ask for a slot first and pop only once the slot was granted.
@@ -101,7 +102,7 @@ class WaitingLine(Generic[T]):
         entry = self._live_head()
         return None if entry is None else entry.session.key
 
-    def pop_session(self) -> tuple[Hashable, list[T]] | None:
+    def pop_session(self) -> tuple[K, list[T]] | None:
         """Remove the session that should get the next free slot; return its key and all its
         waiting items in arrival order, or None when nothing waits."""
         entry = self._live_head()
@@ -123,7 +124,7 @@ class WaitingLine(Generic[T]):
         left. O(waiting items): used on partition revocation and at stop, not per event.
         """
         # Decide everything before changing anything, so a raising predicate loses no item.
-        plan: list[tuple[_Session[T], deque[_Waiting[T]]]] = []
+        plan: list[tuple[_Session[K, T], deque[_Waiting[T]]]] = []
         removed: list[_Waiting[T]] = []
         for session in self._sessions.values():
             kept: deque[_Waiting[T]] = deque()
@@ -179,7 +180,7 @@ class WaitingLine(Generic[T]):
 
     # --- internals --------------------------------------------------------------------------
 
-    def _enqueue(self, session: _Session[T], rank: int) -> None:
+    def _enqueue(self, session: _Session[K, T], rank: int) -> None:
         session.rank = rank
         session.token = next(self._seq)
         heapq.heappush(self._heap, _Entry(rank, session.items[0].seq, session.token, session))
