@@ -18,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from processors.base import ExecutionKind, Processor, Stage, TransientProcessorError
@@ -370,7 +371,8 @@ def _as_json(data: dict[str, Any]) -> dict[str, Any]:
     that a step returning something JSON cannot hold fails alone, not the event's response."""
     try:
         converted = to_jsonable_python(data)
-    except (PydanticSerializationError, ValueError) as exc:
+        orjson.dumps(converted)  # the publishing encoder: it refuses integers beyond 64 bits
+    except (PydanticSerializationError, ValueError, TypeError) as exc:
         raise TypeError(f"process() returned data that is not JSON: {exc}") from None
     return converted  # type: ignore[no-any-return]
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    ProducerClosed,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from aiokafka.structs import RecordMetadata
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
@@ -14,10 +22,18 @@ from stream.records import Delivery
 log = logging.getLogger(__name__)
 
 
-class PublishRejected(Exception):
-    """The broker or client refused a record for good (too large, not authorised...).
+# Errors about the record itself: the same record can never pass, while other records can.
+# Every other error (a topic not authorised, an unknown topic, a broker away...) concerns all
+# records alike, so it is waited out: dead-lettering would fail the same way, and completing
+# offsets after it would lose events.
+RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError,
+                 InvalidTimestampError, CorruptRecordException)
 
-    Retrying cannot help, so the caller must dead-letter the event instead of waiting.
+
+class PublishRejected(Exception):
+    """The broker or client refused this record for good (too large, corrupt...).
+
+    Retrying cannot help, so the caller dead-letters the event instead of waiting.
     """
 
     def __init__(self, topic: str, error: KafkaError) -> None:
@@ -26,11 +42,10 @@ class PublishRejected(Exception):
         self.error = error
 
 
-def is_retriable(error: BaseException) -> bool:
-    """Errors worth waiting out: the ones Kafka marks retriable, plus client-side timeouts
-    (aiokafka marks an expired batch as not retriable, but it is what a broker outage gives)."""
-    return isinstance(error, KafkaError) and (
-        error.retriable or isinstance(error, KafkaTimeoutError))
+def is_waited_out(error: BaseException) -> bool:
+    """Errors ``publish`` retries: every Kafka error except one about the record itself, and
+    except ``ProducerClosed`` (the member is stopping)."""
+    return isinstance(error, KafkaError) and not isinstance(error, (*RECORD_ERRORS, ProducerClosed))
 
 
 class Publisher:
@@ -38,8 +53,8 @@ class Publisher:
 
     ``publish`` blocks while the broker is unreachable (backing off up to ``max_backoff_s``
     between attempts): an unacknowledged response must never let its offset be committed, and
-    giving up would lose the event. It raises ``PublishRejected`` for an error no retry can fix,
-    ``ProducerClosed`` once the producer is stopped, and on cancellation.
+    giving up would lose the event. It raises ``PublishRejected`` when the record itself can
+    never be accepted, ``ProducerClosed`` once the producer is stopped, and on cancellation.
     """
 
     def __init__(self, producer: AIOKafkaProducer, *, max_backoff_s: float = 5.0) -> None:
@@ -49,7 +64,7 @@ class Publisher:
 
     async def publish(self, delivery: Delivery) -> RecordMetadata:
         retrying = AsyncRetrying(
-            retry=retry_if_exception(is_retriable),
+            retry=retry_if_exception(is_waited_out),
             wait=wait_exponential_jitter(multiplier=0.1, max=self._max_backoff_s),
             before_sleep=self._log_retry,
             reraise=True,
@@ -58,9 +73,7 @@ class Publisher:
             async for attempt in retrying:
                 with attempt:
                     return await self._send(delivery)
-        except ProducerClosed:
-            raise
-        except KafkaError as error:
+        except RECORD_ERRORS as error:
             raise PublishRejected(delivery.topic, error) from error
         raise AssertionError("unreachable: tenacity retries until success or cancellation")
 
@@ -74,4 +87,9 @@ class Publisher:
         self.failed_attempts += 1
         outcome = getattr(state, "outcome", None)
         error = outcome.exception() if outcome is not None else None
-        log.warning("publish failed, retrying: %s", error)
+        if isinstance(error, KafkaError) and not error.retriable:
+            # Not about this record and not passing by itself (a missing ACL, an unknown topic):
+            # someone has to act, and nothing is answered meanwhile.
+            log.error("publish refused, retrying until it is fixed: %r", error)
+        else:
+            log.warning("publish failed, retrying: %r", error)

@@ -181,12 +181,14 @@ class StreamRunner:
                 if time.monotonic() >= next_commit:
                     # Raced with stop: a commit waiting on an absent broker must not delay it.
                     committing = asyncio.create_task(self.commit())
-                    await asyncio.wait({committing, stop_waiter},
-                                       return_when=asyncio.FIRST_COMPLETED)
-                    if not committing.done():
-                        committing.cancel()
+                    try:
+                        await asyncio.wait({committing, stop_waiter},
+                                           return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        if not committing.done():
+                            committing.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
-                            await committing
+                            await committing  # raises what commit() raised
                     next_commit = time.monotonic() + self.settings.commit_interval_ms / 1000
         finally:
             stop_waiter.cancel()
@@ -263,6 +265,10 @@ class StreamRunner:
             self.counters.undeliverable += 1
             log.error("record %s[%d]@%d can be neither answered nor dead-lettered: %s",
                       source.tp.topic, source.tp.partition, source.offset, rejected)
+        except Exception:  # the producer closed (stopping) or a bug: the next owner retries it
+            log.exception("dead letter for %s[%d]@%d not sent; its offset stays uncommitted",
+                          source.tp.topic, source.tp.partition, source.offset)
+            return
         finally:
             if span is not None and span.is_recording():
                 span.end()
@@ -318,24 +324,31 @@ class StreamRunner:
                      timeout_s: float | None = None) -> None:
         """Commit the watermark of each partition that advanced (all owned ones by default),
         waiting at most ``timeout_s`` (``commit_timeout_seconds`` by default)."""
-        if self._consumer is None:
-            return
-        points = self.offsets.commit_points()
+        points = self._commit_points(partitions)
+        if await self._send_commit(points, timeout_s):
+            self.offsets.mark_committed(points)
+
+    def _commit_points(self, partitions: Collection[TopicPartition] | None
+                       ) -> dict[TopicPartition, int]:
         owned = self.assignment if partitions is None else set(partitions)
-        points = {tp: offset for tp, offset in points.items() if tp in owned}
-        if not points:
-            return
+        return {tp: offset for tp, offset in self.offsets.commit_points().items() if tp in owned}
+
+    async def _send_commit(self, points: dict[TopicPartition, int],
+                           timeout_s: float | None = None) -> bool:
+        if self._consumer is None or not points:
+            return False
         timeout_s = self.settings.commit_timeout_seconds if timeout_s is None else timeout_s
         try:
             async with asyncio.timeout(timeout_s):
                 await self._consumer.commit(points)
         except (KafkaError, TimeoutError) as exc:
-            # The group is rebalancing or the broker is away: the next commit carries these
-            # offsets too; on shutdown, the next owner re-processes from the last commit.
+            # The group is rebalancing or the broker is away. A timed-out request may still
+            # land; either way the next commit carries these offsets too (offsets only grow),
+            # and after a shutdown the next owner resumes from the last commit that landed.
             log.warning("commit of %d partitions failed: %r", len(points), exc)
-            return
-        self.offsets.mark_committed(points)
+            return False
         self.counters.commits += 1
+        return True
 
     # -- group membership --------------------------------------------------------------------
 
@@ -350,11 +363,14 @@ class StreamRunner:
         deadline = time.monotonic() + self.settings.rebalance_timeout_seconds
         await self._wait_for_completion(revoked, self.settings.rebalance_timeout_seconds)
         dropped = self.engine.release_partitions(revoked)
-        await self.commit(revoked, timeout_s=max(0.5, deadline - time.monotonic()))
+        points = self._commit_points(revoked)
+        # Let go before the commit's round trip: from here, work still in flight for these
+        # partitions neither publishes nor completes (the next owner answers it).
         for tp in revoked:
             self.offsets.forget(tp)
-            self._owed.pop(tp, None)  # work still in flight for these no longer publishes
+            self._owed.pop(tp, None)
         self.assignment -= revoked
+        await self._send_commit(points, timeout_s=max(0.5, deadline - time.monotonic()))
         log.info("handed over %d partitions (%d queued events left to the next owner)",
                  len(revoked), len(dropped))
 
@@ -451,6 +467,9 @@ class StreamRunner:
             # Stop (its short grace period may still complete events) before the final commit,
             # so every acknowledged response counts.
             await self.engine.stop(timeout_s=0.5)
+            if self._dead_letters:  # events failed during the stop's grace period
+                await asyncio.wait(set(self._dead_letters),
+                                   timeout=max(0.1, deadline - time.monotonic()))
             await self.commit(timeout_s=max(0.5, deadline - time.monotonic()))
             if not drained:
                 log.warning("shutdown timeout: %d events left unanswered and uncommitted",

@@ -329,11 +329,17 @@ async def test_data_that_is_not_json_fails_only_its_step(build, make_context):
         async def process(self, context: ProcessorContext) -> Any:
             return {1: "one", "tags": {"a"}}
 
-    _, outcomes, degraded = await build(Opaque(name="opaque"), Loose(name="loose"), Echo()).run(
-        make_context("hi"))
-    assert degraded == ["opaque"]
-    assert outcomes["opaque"].error is not None
-    assert outcomes["opaque"].error.startswith("TypeError: process() returned data that is not JSON")
+    class Huge(Echo):
+        async def process(self, context: ProcessorContext) -> Any:
+            return {"n": 2**70}  # valid for pydantic, beyond what the JSON encoder takes
+
+    _, outcomes, degraded = await build(Opaque(name="opaque"), Loose(name="loose"),
+                                        Huge(name="huge"), Echo()).run(make_context("hi"))
+    assert degraded == ["opaque", "huge"]
+    for name in ("opaque", "huge"):
+        error = outcomes[name].error
+        assert error is not None
+        assert error.startswith("TypeError: process() returned data that is not JSON")
     assert outcomes["loose"].data == {"1": "one", "tags": ["a"]}
     assert outcomes["echo"].data == {"content": "hi"}
 
