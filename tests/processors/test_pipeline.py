@@ -213,7 +213,7 @@ async def test_slow_processor_times_out_near_its_timeout(build, make_context, ki
     assert outcomes[step.name].status is ProcessorStatus.TIMEOUT
     assert outcomes[step.name].error == "timed out after 0.2s"
     assert degraded == [step.name]
-    assert 0.2 <= elapsed < 0.6
+    assert 0.2 <= elapsed < 0.95  # well before the 1 s the step would take
 
 
 async def test_transient_failure_then_success_counts_two_attempts(build, make_context):
