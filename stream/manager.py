@@ -145,9 +145,9 @@ class ConcurrentConversationManager:
         self._idle.clear()
         # Behind a non-empty waiting line only sessions that already hold a slot may pass,
         # otherwise a later event of a waiting session could overtake its earlier one.
-        may_pass = item.session_key in self._sessions or not self._waiting
-        state = self._sessions.get_or_create(item.session_key, now, self._is_busy) \
-            if may_pass else None
+        state = None
+        if item.session_key in self._sessions or not self._waiting:
+            state = self._sessions.get_or_create(item.session_key, now, self._is_busy)
         if state is None:
             self._waiting.push(item.session_key, item.priority, item)
         else:
@@ -249,6 +249,7 @@ class ConcurrentConversationManager:
         dropped += self._waiting.remove(from_revoked)
         for item in dropped:
             fail(item, EngineStopped("partition revoked"))
+
         def of_revoked_and_idle(key: SessionKey) -> bool:
             state = self._sessions.get(key)
             return state is not None and state.partition in revoked and not self._is_busy(key)

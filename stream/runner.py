@@ -19,9 +19,9 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
@@ -47,6 +47,8 @@ from stream.tracing import (
 from stream.work import Deliver, EngineStopped, WorkItem
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Engine(Protocol):
@@ -165,30 +167,17 @@ class StreamRunner:
         stop_waiter = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
-                fetch = asyncio.create_task(
-                    self._consumer.getmany(timeout_ms=200, max_records=self.settings.max_poll_records)
-                )
-                await asyncio.wait({fetch, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
-                if not fetch.done():
-                    fetch.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await fetch
+                fetched = await _unless_stopped(self._consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.max_poll_records), stop_waiter)
+                if fetched is None:
                     break
-                for records in fetch.result().values():
+                for records in fetched.values():
                     for record in records:
                         self._handle(record)
                 self._apply_backpressure()
                 if time.monotonic() >= next_commit:
-                    # Raced with stop: a commit waiting on an absent broker must not delay it.
-                    committing = asyncio.create_task(self.commit())
-                    try:
-                        await asyncio.wait({committing, stop_waiter},
-                                           return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        if not committing.done():
-                            committing.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await committing  # raises what commit() raised
+                    # Raced with stop too: a commit waiting on an absent broker must not delay it.
+                    await _unless_stopped(self.commit(), stop_waiter)
                     next_commit = time.monotonic() + self.settings.commit_interval_ms / 1000
         finally:
             stop_waiter.cancel()
@@ -461,13 +450,11 @@ class StreamRunner:
         deadline = time.monotonic() + timeout
         if self.engine is not None:
             drained = await self.engine.drain(timeout)
-            if self._dead_letters:
-                await asyncio.wait(set(self._dead_letters),
-                                   timeout=max(0.1, deadline - time.monotonic()))
             # Stop (its short grace period may still complete events) before the final commit,
-            # so every acknowledged response counts.
+            # so every acknowledged response counts; then wait for dead letters, including those
+            # of events that failed during the grace period.
             await self.engine.stop(timeout_s=0.5)
-            if self._dead_letters:  # events failed during the stop's grace period
+            if self._dead_letters:
                 await asyncio.wait(set(self._dead_letters),
                                    timeout=max(0.1, deadline - time.monotonic()))
             await self.commit(timeout_s=max(0.5, deadline - time.monotonic()))
@@ -480,6 +467,22 @@ class StreamRunner:
         self._member_ok = False
         self._refresh_ready()
         await _bounded(consumer.stop(), max(1.0, deadline - time.monotonic()), "consumer stop")
+
+
+async def _unless_stopped(step: Coroutine[Any, Any, T], stop: asyncio.Future[Any]) -> T | None:
+    """``step``'s result, or None if ``stop`` completes first (``step`` is then cancelled)."""
+    task = asyncio.ensure_future(step)
+    try:
+        done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
 
 
 async def _bounded(step: Any, timeout_s: float, what: str) -> None:
