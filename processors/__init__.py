@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from processors.base import ExecutionKind, Processor, Stage, TransientProcessorError
+from processors.base import (
+    ExecutionKind,
+    Processor,
+    Stage,
+    TransientProcessorError,
+    UpdatesSession,
+)
 from processors.cache import ContextCache, run_cache_cleaner
 from processors.emotion import EmotionProcessor
 from processors.examples import TextStatsProcessor
@@ -29,6 +35,8 @@ from processors.responders import (
     TemplateResponder,
     responder_from_settings,
 )
+from processors.settings import PipelineSettings, ProcessorSettings
+from processors.text import is_question
 from processors.thread import ThreadProcessor, ThreadRules
 
 __all__ = [
@@ -42,9 +50,11 @@ __all__ = [
     "OpenAICompatibleResponder",
     "PipelineObserver",
     "PipelineResult",
+    "PipelineSettings",
     "Processor",
     "ProcessorPipeline",
     "ProcessorRegistry",
+    "ProcessorSettings",
     "ReplyProcessor",
     "Responder",
     "ResponderError",
@@ -55,8 +65,10 @@ __all__ = [
     "ThreadProcessor",
     "ThreadRules",
     "TransientProcessorError",
+    "UpdatesSession",
     "default_processors",
     "default_registry",
+    "is_question",
     "responder_from_settings",
     "run_cache_cleaner",
     "spawn_process_pool",

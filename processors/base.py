@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from schemas.context import ProcessorContext
+from schemas.context import ProcessorContext, SessionUpdate
 
 
 class ExecutionKind(StrEnum):
@@ -49,3 +49,14 @@ class Processor(Protocol):
 
     def process(self, context: ProcessorContext) -> dict[str, Any] | Awaitable[dict[str, Any]]:
         ...
+
+
+@runtime_checkable
+class UpdatesSession(Protocol):
+    """Optional for a processor: how its ok output changes the session (thread, emotion).
+
+    The engine applies the merged updates of all such processors after each event, so it never
+    needs to know which processor produces what.
+    """
+
+    def session_update(self, data: Mapping[str, Any]) -> SessionUpdate: ...

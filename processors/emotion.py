@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from statistics import fmean
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from processors.base import ExecutionKind, Stage
-from schemas.context import ProcessorContext
+from schemas.context import ProcessorContext, SessionUpdate
 
 # Standard VADER thresholds on the compound score.
 POSITIVE_THRESHOLD = 0.05
@@ -85,3 +86,8 @@ class EmotionProcessor:
                 history, compound, self.trend_window, self.escalation_drop
             ),
         }
+
+    def session_update(self, data: Mapping[str, Any]) -> SessionUpdate:
+        """This event's compound score joins the session's emotion trajectory."""
+        compound = data.get("compound")
+        return SessionUpdate(emotion=float(compound) if isinstance(compound, int | float) else None)

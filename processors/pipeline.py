@@ -21,14 +21,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from processors.base import ExecutionKind, Processor, Stage, TransientProcessorError
+from processors.base import (
+    ExecutionKind,
+    Processor,
+    Stage,
+    TransientProcessorError,
+    UpdatesSession,
+)
 from processors.reply import REPLY_KEY
 from processors.resilience import CircuitBreaker, RetryPolicy
-from schemas.context import ProcessorContext
+from schemas.context import ProcessorContext, SessionUpdate
 from schemas.events import ProcessorOutcome, ProcessorStatus
 
 if TYPE_CHECKING:
-    from stream.settings import Settings
+    from processors.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +124,7 @@ class ProcessorPipeline:
             raise ValueError(f"processor names must be unique, got {names}")
         self._analysis = [p for p in processors if p.stage is Stage.ANALYSIS]
         self._compose = [p for p in processors if p.stage is Stage.COMPOSE]
+        self._session_writers = [p for p in processors if isinstance(p, UpdatesSession)]
         self._thread_pool = thread_pool
         self._process_pool = process_pool
         self._process_pool_factory = process_pool_factory
@@ -137,7 +144,7 @@ class ProcessorPipeline:
     def from_settings(
         cls,
         processors: Sequence[Processor],
-        settings: Settings,
+        settings: PipelineSettings,
         *,
         observer: PipelineObserver | None = None,
     ) -> ProcessorPipeline:
@@ -182,6 +189,16 @@ class ProcessorPipeline:
                 reply = text
         degraded = [n for n, o in outcomes.items() if o.status is not ProcessorStatus.OK]
         return reply, outcomes, degraded
+
+    def session_update(self, outcomes: dict[str, ProcessorOutcome]) -> SessionUpdate:
+        """The merged session updates of the processors that declare one (``UpdatesSession``),
+        from their ok outcomes, in processor order."""
+        update = SessionUpdate()
+        for processor in self._session_writers:
+            outcome = outcomes.get(processor.name)
+            if outcome is not None and outcome.status is ProcessorStatus.OK:
+                update = update.merged(processor.session_update(outcome.data))  # type: ignore[attr-defined]
+        return update
 
     async def _step(
         self, processor: Processor, context: ProcessorContext, resilient: bool

@@ -26,7 +26,7 @@ from processors.responders import responder_from_settings
 from processors.thread import ThreadProcessor
 
 if TYPE_CHECKING:
-    from stream.settings import Settings
+    from processors.settings import ProcessorSettings
 
 P = TypeVar("P", bound=Processor)
 
@@ -110,7 +110,7 @@ class ProcessorRegistry:
         return len(self._processors)
 
 
-def default_processors(settings: Settings, cache: ContextCache) -> list[Processor]:
+def default_processors(settings: ProcessorSettings, cache: ContextCache) -> list[Processor]:
     """emotion (process), memory (thread, uses ``cache``), thread (async), reply (async, compose).
 
     Every step gets CHATSTREAM_PROCESSOR_TIMEOUT_SECONDS, except the reply step with the OpenAI
@@ -128,6 +128,6 @@ def default_processors(settings: Settings, cache: ContextCache) -> list[Processo
     ]
 
 
-def default_registry(settings: Settings, cache: ContextCache) -> ProcessorRegistry:
+def default_registry(settings: ProcessorSettings, cache: ContextCache) -> ProcessorRegistry:
     """A registry holding ``default_processors``, ready for ``register`` of custom ones."""
     return ProcessorRegistry(default_processors(settings, cache))

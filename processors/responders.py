@@ -8,14 +8,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import httpx
 
 from processors.base import TransientProcessorError
+from processors.text import is_question
 from schemas.context import ProcessorContext
 
 if TYPE_CHECKING:
-    from stream.settings import Settings
-
-_QUESTION_TEXT = "what how why when where who which can could would is are do does did should will"
-_QUESTION_WORDS = frozenset(_QUESTION_TEXT.split())
-
+    from processors.settings import ProcessorSettings
 
 class ResponderError(Exception):
     """A reply backend failure that retrying will not fix (bad request, auth, malformed body)."""
@@ -31,13 +28,6 @@ class Responder(Protocol):
 
 def _section(context: ProcessorContext, name: str) -> Mapping[str, Any]:
     return context.analysis.get(name) or {}
-
-
-def is_question(content: str) -> bool:
-    """Ends with "?" or starts with an interrogative / auxiliary word."""
-    text = content.strip().lower()
-    words = text.split(maxsplit=1)
-    return text.endswith("?") or (bool(words) and words[0].strip(",.!") in _QUESTION_WORDS)
 
 
 def _opening(emotion: Mapping[str, Any]) -> str:
@@ -207,7 +197,7 @@ class OpenAICompatibleResponder:
             self._client = None
 
 
-def responder_from_settings(settings: Settings) -> Responder:
+def responder_from_settings(settings: ProcessorSettings) -> Responder:
     """The responder chosen by ``CHATSTREAM_RESPONDER`` (template | openai)."""
     if settings.responder == "openai":
         key = settings.openai_api_key

@@ -1,4 +1,5 @@
-"""Text helpers shared by the lexical processors (memory retrieval, thread detection). Pure."""
+"""Text helpers shared by the lexical processors (memory retrieval, thread detection, reply
+composition) and by admission (questions are scheduled as HIGH). Pure."""
 
 from __future__ import annotations
 
@@ -44,3 +45,25 @@ def jaccard(left: set[str], right: set[str]) -> float:
     """Size of the intersection over size of the union; 0.0 when both are empty."""
     union = left | right
     return len(left & right) / len(union) if union else 0.0
+
+
+_QUESTION_START = re.compile(
+    r"^\W*(?:"
+    r"why\b"
+    r"|(?:what|who|where|when|which|how|whose|whom)"
+    r"(?:'s|'re|\s+(?:is|are|was|were|am|do|does|did|can|could|would|will|should|has|have|"
+    r"had|about|come|many|much|long|often|else)\b)"
+    r"|(?:can|could|would|will|should|shall|may|might|is|are|was|were|have|has|does|did|am)"
+    r"(?:n'?t)?\s+(?:you|i|we|he|she|they|it|this|that|there|anyone|anybody|someone|somebody)\b"
+    r"|(?:do|don'?t)\s+(?:you|i|we|they|anyone|anybody|someone|somebody)\b"
+    r")",
+    re.IGNORECASE,
+)
+
+
+def is_question(text: str) -> bool:
+    """True when ``text`` reads as a question addressed to someone: it ends with "?", starts
+    with "why", with a wh-word followed by a verb ("how do", "what's", "where is"), or with an
+    auxiliary followed by a subject ("can you", "is it", "does anyone")."""
+    stripped = text.rstrip()
+    return stripped.endswith("?") or _QUESTION_START.search(stripped) is not None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from processors.base import ExecutionKind, Stage
 from processors.text import jaccard, tokenize
-from schemas.context import ProcessorContext, SessionSnapshot
+from schemas.context import ProcessorContext, SessionSnapshot, SessionUpdate
 
 _MARKERS = re.compile(
     r"\b(new topic|different topic|change of subject|unrelated|anyway|anyways|btw|by the way|"
@@ -113,3 +114,9 @@ class ThreadProcessor:
             "reason": decision.reason,
             "thread_message_index": index,
         }
+
+    def session_update(self, data: Mapping[str, Any]) -> SessionUpdate:
+        """The session moves to the thread chosen for this event."""
+        thread_id = data.get("thread_id")
+        return SessionUpdate(thread_id=thread_id if isinstance(thread_id, str) else None,
+                             new_thread=bool(data.get("new_thread")))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from schemas.codec import DecodeError, decode_event, encode
+from schemas.context import HistoryMessage, ProcessorContext, SessionSnapshot, SessionUpdate
 from schemas.events import (
     ChatEvent,
     MessageType,
@@ -17,12 +18,16 @@ from schemas.limits import InputLimits
 __all__ = [
     "ChatEvent",
     "DecodeError",
+    "HistoryMessage",
     "InputLimits",
     "MessageType",
     "Priority",
+    "ProcessorContext",
     "ProcessorOutcome",
     "ProcessorStatus",
     "ResponseEvent",
+    "SessionSnapshot",
+    "SessionUpdate",
     "decode_event",
     "encode",
     "response_id_for",

@@ -44,3 +44,23 @@ class ProcessorContext:
     event: ChatEvent
     session: SessionSnapshot
     analysis: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdate:
+    """What one event changes in its session besides its history, as processors report it.
+
+    ``thread_id`` None keeps the current thread; ``emotion`` None adds no trajectory point.
+    """
+
+    thread_id: str | None = None
+    new_thread: bool = False
+    emotion: float | None = None
+
+    def merged(self, other: SessionUpdate) -> SessionUpdate:
+        """Both updates together; where both set a field, ``other`` wins."""
+        return SessionUpdate(
+            thread_id=other.thread_id if other.thread_id is not None else self.thread_id,
+            new_thread=self.new_thread or other.new_thread,
+            emotion=other.emotion if other.emotion is not None else self.emotion,
+        )

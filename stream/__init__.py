@@ -1,4 +1,11 @@
-"""chatstream's Kafka runtime: consumer loop, scheduling, sessions, offsets, stats.
+"""chatstream's runtime: the Kafka member, the engine, observability and the wiring.
+
+Layers, each a subpackage: ``stream.kafka`` (the group member: consume loop, commit ledger,
+hand-overs, readiness, the publishing sink), ``stream.engine`` (no Kafka, no I/O: admission,
+priority, scheduler, sessions, the concurrent and the sequential engine),
+``stream.observability`` (tracing, metrics, stats, HTTP endpoints), ``stream.app`` (CLI,
+service, wiring, plugins, the Python API), ``stream.botkit`` (how a bot talks to chatstream)
+and ``stream.devtools`` (demo, benchmarks, simulated bots).
 
 The engine is also usable without Kafka::
 
@@ -13,15 +20,13 @@ The engine is also usable without Kafka::
 
 from __future__ import annotations
 
-from typing import Any
+from stream.app.api import ConversationManagerAPI, create_concurrent_conversation_manager
+from stream.settings import Settings, SettingsError, load_settings
 
-__all__ = ["ConversationManagerAPI", "create_concurrent_conversation_manager"]
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy: processors import stream.settings, and an eager import here would be circular.
-    if name in __all__:
-        from stream import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module 'stream' has no attribute {name!r}")
+__all__ = [
+    "ConversationManagerAPI",
+    "Settings",
+    "SettingsError",
+    "create_concurrent_conversation_manager",
+    "load_settings",
+]

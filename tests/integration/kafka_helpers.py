@@ -8,11 +8,11 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
-from infra.topics import ensure_topics
-from stream.bot_client import BotClient, TopicWatcher
-from stream.bots import chat_events
-from stream.engines import build_engine
-from stream.runner import EngineFactory, StreamRunner
+from stream.app.wiring import build_engine
+from stream.botkit.client import BotClient, TopicWatcher
+from stream.devtools.bots import chat_events
+from stream.kafka.member import EngineFactory, StreamRunner
+from stream.kafka.topics import ensure_topics
 from stream.settings import Settings
 
 
@@ -24,7 +24,7 @@ async def running_chatstream(settings: Settings, ready_timeout_s: float = 30.0,
     await ensure_topics(settings)
     stop = asyncio.Event()
     runner = StreamRunner(settings, engine_factory or (
-        lambda deliver: build_engine(settings, deliver)))
+        lambda sink: build_engine(settings, sink)))
     task = asyncio.create_task(runner.run(stop))
     ready = asyncio.create_task(runner.ready.wait())
     await asyncio.wait({task, ready}, timeout=ready_timeout_s,

@@ -6,8 +6,8 @@ import orjson
 import pytest
 from kafka_helpers import collect, publish_events, running_chatstream, simulated
 
-from stream.bot_client import BotClient
-from stream.dead_letter import reason_of
+from stream.botkit.client import BotClient
+from stream.kafka.dead_letter import reason_of
 
 pytestmark = pytest.mark.kafka
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from kafka_helpers import running_chatstream
 
-from infra.topics import ensure_topics
-from stream.send import send_one
+from stream.botkit.send import send_one
+from stream.kafka.topics import ensure_topics
 
 pytestmark = pytest.mark.kafka
 

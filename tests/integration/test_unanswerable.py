@@ -17,14 +17,14 @@ from kafka_helpers import collect, publish_events, running_chatstream
 
 from processors.base import ExecutionKind, Stage
 from processors.reply import ReplyProcessor
-from schemas.context import ProcessorContext
-from stream.bot_client import BotClient, TopicWatcher
-from stream.dead_letter import reason_of
-from stream.engines import build_engine
-from stream.manager import ConcurrentConversationManager
-from stream.runner import StreamRunner
+from schemas.context import ProcessorContext, SessionUpdate
+from stream.app.wiring import build_engine
+from stream.botkit.client import BotClient, TopicWatcher
+from stream.engine.concurrent import ConcurrentConversationManager
+from stream.engine.sink import Sink
+from stream.kafka.dead_letter import reason_of
+from stream.kafka.member import StreamRunner
 from stream.settings import Settings
-from stream.work import Deliver
 
 pytestmark = pytest.mark.kafka
 
@@ -51,7 +51,13 @@ class ExplodingPipeline:
             raise RuntimeError("engine bug for this event")
         return "ok", {}, []
 
+    def session_update(self, outcomes: Any) -> SessionUpdate:
+        return SessionUpdate()
+
     def stats(self) -> dict[str, Any]:
+        return {}
+
+    def pool_usage(self) -> dict[str, Any]:
         return {}
 
     def close(self) -> None:
@@ -76,8 +82,8 @@ async def test_rejected_response_is_dead_lettered_and_the_partition_commits(sett
     DLQ with stage "publish", the events after it are answered, and all offsets commit."""
     settings = settings_for(partitions=1)
 
-    def engine(deliver: Deliver) -> Any:
-        return build_engine(settings, deliver, processors=[ReplyProcessor(), Bloater()])
+    def engine(sink: Sink) -> Any:
+        return build_engine(settings, sink, processors=[ReplyProcessor(), Bloater()])
 
     events = [event(f"e{i}", "please bloat" if i == 3 else f"hello {i}") for i in range(8)]
     async with running_chatstream(settings, engine_factory=engine) as runner:
@@ -101,8 +107,8 @@ async def test_event_the_engine_fails_is_dead_lettered_with_stage_processing(set
     the other events are answered and every offset commits."""
     settings = settings_for(partitions=1)
 
-    def engine(deliver: Deliver) -> Any:
-        return ConcurrentConversationManager(settings, ExplodingPipeline(), deliver=deliver)
+    def engine(sink: Sink) -> Any:
+        return ConcurrentConversationManager(settings, ExplodingPipeline(), sink=sink)
 
     events = [event(f"e{i}", "explode" if i in (1, 4) else "hi") for i in range(6)]
     async with running_chatstream(settings, engine_factory=engine) as runner:

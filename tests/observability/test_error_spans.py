@@ -14,19 +14,18 @@ from opentelemetry.trace import StatusCode
 
 from processors.base import ExecutionKind, Stage, TransientProcessorError
 from schemas.events import ChatEvent
-from stream.bots import event_for
-from stream.engines import build_engine
-from stream.kafka_config import producer_config
-from stream.records import RecordSource
-from stream.settings import load_settings
-from stream.tracing import (
+from stream.app.wiring import build_engine
+from stream.devtools.bots import event_for
+from stream.kafka.config import producer_config
+from stream.kafka.records import RecordSource
+from stream.observability.tracing import (
     SpanName,
     bot_publish_span,
-    end_when_done,
     publish_span,
     start_process_span,
     tracer,
 )
+from stream.settings import load_settings
 
 IN = TopicPartition("in", 0)
 
@@ -51,6 +50,13 @@ class Gate:
     async def process(self, context):
         await self.open.wait()
         return {}
+
+
+def submit(engine, event, **kwargs) -> asyncio.Future:
+    """Submit ``event``; the returned future resolves as the engine's sink hears of it."""
+    waiter = asyncio.get_running_loop().create_future()
+    engine.submit(event, waiter=waiter, **kwargs)
+    return waiter
 
 
 def offline_settings(**overrides):
@@ -102,8 +108,7 @@ async def test_failing_processor_span_is_error_with_retry_events(memory_spans, c
     engine = build_engine(offline_settings(processor_retries=2), processors=[Flaky()])
     await engine.start()
     event, source, span = traced_event(0)
-    response = await engine.submit(event, source=source, trace=span)
-    await asyncio.sleep(0)  # the future's done callbacks run on the next loop turn
+    response = await submit(engine, event, source=source, trace=span)
     await engine.stop(timeout_s=0.5)
     spans = {s.name: s for s in memory_spans.get_finished_spans()}
 
@@ -126,9 +131,7 @@ async def test_unanswered_events_end_their_process_span_as_error(memory_spans, c
     engine = build_engine(offline_settings(), processors=[gate])
     await engine.start()
     items = [traced_event(offset) for offset in (0, 1)]  # same session: 1 queues behind 0
-    futures = [engine.submit(event, source=source, trace=span) for event, source, span in items]
-    for (_, _, span), future in zip(items, futures, strict=True):
-        end_when_done(span, future)  # what the runner should do at submit (see report)
+    futures = [submit(engine, event, source=source, trace=span) for event, source, span in items]
     await asyncio.sleep(0.05)
     if drop == "revocation":
         assert len(engine.release_partitions({IN})) == 1

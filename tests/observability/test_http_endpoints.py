@@ -17,12 +17,12 @@ from kafka_helpers import publish_events, simulated
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from infra.topics import ensure_topics
 from schemas.events import ChatEvent
-from stream.cli import app
-from stream.runner import StreamRunner
-from stream.service import build_runner, run_service
-from stream.sessions import session_key
+from stream.app.cli import app
+from stream.app.service import Service
+from stream.engine.sessions import session_key
+from stream.kafka.member import StreamRunner
+from stream.kafka.topics import ensure_topics
 from stream.settings import Settings, load_settings
 
 EVENTS = 30
@@ -46,7 +46,7 @@ async def _until(condition, timeout_s: float = 30.0) -> None:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def member(kafka_broker):
-    """run_service with CHATSTREAM_HTTP_PORT=0, answered EVENTS events; stopped at module end."""
+    """A Service with CHATSTREAM_HTTP_PORT=0, answered EVENTS events; stopped at module end."""
     suffix = uuid.uuid4().hex[:10]
     settings = load_settings(
         kafka_bootstrap_servers=kafka_broker.bootstrap_servers, group_id=f"obs-{suffix}",
@@ -55,12 +55,14 @@ async def member(kafka_broker):
         max_worker_processes=1, max_worker_threads=4, http_port=0)
     await ensure_topics(settings)
     root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level  # run_service configures logging
-    stop, runner = asyncio.Event(), build_runner(settings)
-    task = asyncio.create_task(run_service(settings, stop=stop, runner=runner))
+    handlers, level = list(root.handlers), root.level  # Service.run configures logging
+    stop, service = asyncio.Event(), Service(settings)
+    runner = service.runner
+    task = asyncio.create_task(service.run(stop))
     try:
-        await _until(lambda: getattr(runner, "http_port", None) or task.done(), 10)
-        url = f"http://127.0.0.1:{runner.http_port}"
+        await asyncio.wait({service.http_port, task}, timeout=10,
+                           return_when=asyncio.FIRST_COMPLETED)
+        url = f"http://127.0.0.1:{service.http_port.result()}"
         ready_before = runner.ready.is_set()
         async with httpx.AsyncClient() as client:
             readyz_before = (await client.get(url + "/readyz")).status_code

@@ -7,8 +7,8 @@ import logging
 import orjson
 
 from infra.logs import configure_logging
+from stream.observability.tracing import tracer
 from stream.settings import load_settings
-from stream.tracing import tracer
 
 
 def test_json_logs_are_one_object_per_line_with_trace_ids(memory_spans, restore_logging, capsys):

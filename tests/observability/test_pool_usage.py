@@ -7,9 +7,9 @@ import threading
 
 from processors.base import ExecutionKind, Stage
 from schemas.events import ChatEvent
-from stream.bots import event_for
-from stream.engines import build_engine
-from stream.metrics import engine_stats, pool_usage
+from stream.app.wiring import build_engine
+from stream.devtools.bots import event_for
+from stream.observability.metrics import engine_stats, pool_usage
 from stream.settings import load_settings
 
 
@@ -35,8 +35,9 @@ async def test_thread_pool_busy_counts_running_calls():
     blocking = Blocking()
     engine = build_engine(settings, processors=[blocking])
     await engine.start()
-    futures = [engine.submit(ChatEvent.model_validate(event_for("b", "c", f"u{i}", "hi")))
-               for i in range(3)]
+    futures = [asyncio.get_running_loop().create_future() for _ in range(3)]
+    for i, waiter in enumerate(futures):
+        engine.submit(ChatEvent.model_validate(event_for("b", "c", f"u{i}", "hi")), waiter=waiter)
     for _ in range(2):
         await asyncio.to_thread(blocking.started.acquire, timeout=5)
     busy = pool_usage(engine)["thread"]

@@ -9,9 +9,9 @@ from kafka_helpers import running_chatstream
 from otlp_grpc_receiver import GrpcOtlpReceiver
 
 from infra.telemetry import configure_tracing
-from stream.bot_client import BotClient, TopicWatcher
-from stream.bots import event_for
-from stream.tracing import SpanName
+from stream.botkit.client import BotClient, TopicWatcher
+from stream.devtools.bots import event_for
+from stream.observability.tracing import SpanName
 
 pytestmark = pytest.mark.kafka
 

@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 from workers import RELIABILITY_DIR, OutputReader, analyse, produce, settle, until
 
-from stream.bots import chat_events
+from stream.devtools.bots import chat_events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 

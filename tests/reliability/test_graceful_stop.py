@@ -21,7 +21,7 @@ from workers import (
     until,
 )
 
-from stream.bots import chat_events
+from stream.devtools.bots import chat_events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 from workers import OutputReader, analyse, produce, settle, until
 
-from stream.bots import chat_events
+from stream.devtools.bots import chat_events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
 

@@ -10,9 +10,9 @@ import pytest
 from poison_corpus import CASES
 from workers import OutputReader, SendLog, analyse, settle
 
-from stream.bot_client import BotClient
-from stream.bots import chat_events
-from stream.dead_letter import reason_of
+from stream.botkit.client import BotClient
+from stream.devtools.bots import chat_events
+from stream.kafka.dead_letter import reason_of
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 

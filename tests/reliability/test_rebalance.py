@@ -10,7 +10,7 @@ import time
 import pytest
 from workers import OutputReader, analyse, produce, settle, until
 
-from stream.bots import chat_events
+from stream.devtools.bots import chat_events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 

@@ -33,8 +33,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from infra.broker import free_loopback_port
-from infra.topics import ensure_topics
-from stream.bot_client import BotClient
+from stream.botkit.client import BotClient
+from stream.kafka.topics import ensure_topics
 from stream.settings import Settings, load_settings
 
 RELIABILITY_DIR = Path(__file__).resolve().parent

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.kafka_config import common_client_config, consumer_config, producer_config
+from stream.kafka.config import common_client_config, consumer_config, producer_config
 from stream.settings import load_settings
 
 SECRET = "s3cr3t-password-value"

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.offsets import OffsetTracker, PartitionOffsets
+from stream.kafka.offsets import OffsetTracker, PartitionOffsets
 
 
 def _tracked(*offsets: int) -> PartitionOffsets:

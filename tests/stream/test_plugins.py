@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stream import create_concurrent_conversation_manager
-from stream.plugins import load_plugin_processors
+from stream.app.plugins import load_plugin_processors
 from stream.settings import SettingsError, load_settings
 
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from processors.text import is_question
 from schemas.events import ChatEvent, MessageType, Priority
-from stream.priority import classify, is_crisis, is_direct_question, is_urgent_and_negative
+from stream.engine.priority import classify, is_crisis, is_urgent_and_negative
 
 
 def _event(
@@ -150,7 +151,7 @@ def test_mentions_and_dms_are_high(message_type: MessageType) -> None:
 )
 def test_direct_questions_are_high(text: str) -> None:
     """A message ending in "?" or opening like a question is HIGH."""
-    assert is_direct_question(text)
+    assert is_question(text)
     assert classify(_event(text)) is Priority.HIGH
 
 
@@ -167,7 +168,7 @@ def test_direct_questions_are_high(text: str) -> None:
 )
 def test_statements_are_normal(text: str) -> None:
     """Statements, exclamations and imperatives are NORMAL."""
-    assert not is_direct_question(text)
+    assert not is_question(text)
     assert classify(_event(text)) is Priority.NORMAL
 
 

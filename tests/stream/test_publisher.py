@@ -16,8 +16,8 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from stream.publisher import Publisher, PublishRejected
-from stream.records import Delivery
+from stream.kafka.publisher import Publisher, PublishRejected
+from stream.kafka.records import Delivery
 
 
 class FailingProducer:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from schemas.events import Priority
-from stream.scheduler import PriorityScheduler
+from stream.engine.scheduler import PriorityScheduler
 
 C, H, N, L = Priority.CRITICAL, Priority.HIGH, Priority.NORMAL, Priority.LOW
 NO_AGING = 1e9

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from schemas.context import SessionSnapshot
 from schemas.events import ChatEvent
-from stream.sessions import (
+from stream.engine.sessions import (
     SessionKey,
     SessionRegistry,
     SessionState,

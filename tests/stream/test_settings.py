@@ -61,7 +61,7 @@ def test_secrets_are_hidden_in_repr(monkeypatch):
 def test_cli_exits_with_status_2_on_bad_configuration():
     """`chatstream` prints one line to stderr and exits 2 for an invalid variable."""
     result = subprocess.run(
-        [sys.executable, "-c", "from stream.cli import main; main()", "topics", "ensure"],
+        [sys.executable, "-c", "from stream.app.cli import main; main()", "topics", "ensure"],
         env={"MAX_CONCURRENT_SESSIONS": "abc", "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, timeout=60,
     )

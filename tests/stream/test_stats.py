@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.events import Priority
-from stream.stats import LatencyWindow, PriorityQueueStats, RateMeter
+from stream.observability.stats import LatencyWindow, PriorityQueueStats, RateMeter
 
 # --- LatencyWindow ----------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Priority
-from stream.waiting import WaitingLine
+from stream.engine.waiting import WaitingLine
 
 C, H, N, L = Priority.CRITICAL, Priority.HIGH, Priority.NORMAL, Priority.LOW
 

@@ -1,0 +1,79 @@
+"""``chatstream run``: one consumer-group member, stopped gracefully by SIGINT or SIGTERM.
+
+``Service`` composes what one member process runs: the member (``StreamRunner``, whose engine
+hands every event to the Kafka sink) and, with ``CHATSTREAM_HTTP_PORT`` set, the HTTP endpoints
+with the latency histograms the sink feeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from prometheus_client import CollectorRegistry
+
+from infra.logs import configure_logging
+from infra.telemetry import configure_tracing
+from stream.app.wiring import build_engine
+from stream.kafka.member import StreamRunner
+from stream.observability.metrics import LatencyMetrics
+from stream.settings import Settings
+
+__all__ = ["Service", "install_stop_signals", "run_service"]
+
+log = logging.getLogger(__name__)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+
+class Service:
+    """One member process. ``http_port`` resolves with the port the endpoints serve on (port 0
+    in the settings picks a free one); it is never resolved without ``CHATSTREAM_HTTP_PORT``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        observer = LatencyMetrics(self.registry) if settings.http_port is not None else None
+        self.runner = StreamRunner(settings, lambda sink: build_engine(settings, sink),
+                                   latency_observer=observer)
+        self.http_port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def run(self, stop: asyncio.Event | None = None) -> StreamRunner:
+        """Run until ``stop`` is set (by a signal when not given); return the finished runner."""
+        settings, runner = self.settings, self.runner
+        configure_logging(settings.log_format, settings.log_level)
+        provider = configure_tracing()
+        if stop is None:
+            stop = asyncio.Event()
+            install_stop_signals(stop)
+        log.info("chatstream joining group %r on %s, topic %s", settings.group_id,
+                 settings.kafka_bootstrap_servers, settings.inbound_topic)
+        http = None
+        if settings.http_port is not None:
+            from stream.observability.http import start_http_server
+
+            http = await start_http_server(settings, runner, self.registry)
+            log.info("serving /metrics, /stats, /healthz, /readyz on http://%s:%d",
+                     settings.http_host, http.port)
+            self.http_port.set_result(http.port)
+        try:
+            await runner.run(stop)
+        finally:
+            if http is not None:
+                await http.close()
+            if provider is not None:
+                provider.shutdown()
+        log.info("chatstream stopped: %d consumed, %d answered, %d dead-lettered",
+                 runner.counters.consumed, runner.counters.answered,
+                 runner.counters.dead_lettered)
+        return runner
+
+
+async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> StreamRunner:
+    """Build and run one ``Service`` (see ``Service.run``)."""
+    return await Service(settings).run(stop)

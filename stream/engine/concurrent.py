@@ -1,0 +1,287 @@
+"""The concurrent conversation manager: sessions, priority lanes and the processor pipeline.
+
+Admission (``submit``) never blocks: an event joins its session's lane, or, when the session
+registry is full of busy sessions, a line of sessions waiting for a slot (``WaitingLine``: the
+most urgent first, each session's events kept together and in order). ``buffered``
+counts both plus the work in flight; the Kafka runner pauses its partitions when it passes a
+bound (backpressure), so memory stays bounded without dropping anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Collection, Hashable
+from typing import Any, Protocol
+
+from processors.cache import ContextCache, run_cache_cleaner
+from processors.pipeline import PipelineResult
+from schemas.context import ProcessorContext, SessionUpdate
+from schemas.events import ChatEvent, ProcessorOutcome, ResponseEvent
+from stream.engine.answer import answer
+from stream.engine.scheduler import PriorityScheduler
+from stream.engine.sessions import SessionKey, SessionRegistry, SessionState
+from stream.engine.sink import Sink, WaiterSink
+from stream.engine.waiting import WaitingLine
+from stream.engine.work import EngineStopped, WorkItem, admit, wait_for_idle
+from stream.observability.stats import ServedStats
+from stream.settings import Settings
+
+__all__ = ["ConcurrentConversationManager", "Pipeline"]
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline(Protocol):
+    async def run(self, context: ProcessorContext) -> PipelineResult: ...
+
+    def session_update(self, outcomes: dict[str, ProcessorOutcome]) -> SessionUpdate: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def pool_usage(self) -> dict[str, dict[str, float]]: ...
+
+    def close(self) -> None: ...
+
+
+class ConcurrentConversationManager:
+    """Serves many conversations at once, urgent ones first, each one strictly in order."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        *,
+        sink: Sink | None = None,
+        cache: ContextCache | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._pipeline = pipeline
+        self._sink: Sink = sink or WaiterSink()
+        self._cache = cache
+        self._clock = clock
+        self._scheduler: PriorityScheduler[WorkItem] = PriorityScheduler(
+            max_in_flight=settings.max_in_flight, aging_seconds=settings.priority_aging_seconds
+        )
+        self._sessions = SessionRegistry(
+            max_sessions=settings.max_concurrent_sessions,
+            idle_timeout_s=settings.session_idle_timeout_s,
+            history_size=settings.session_history_size,
+        )
+        self._waiting: WaitingLine[SessionKey, WorkItem] = WaitingLine()
+        self._running: set[asyncio.Task[None]] = set()
+        self._background: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._accepting = True  # False from the start of stop(): submit refuses new events
+        self._closed = False  # True once stop() has drained: nothing new starts
+        self._served = ServedStats(clock())
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> ConcurrentConversationManager:
+        self._background.append(asyncio.create_task(self._expire_sessions_forever()))
+        if self._cache is not None:
+            interval = min(30.0, max(1.0, self._settings.context_cache_ttl_seconds / 4))
+            self._background.append(asyncio.create_task(run_cache_cleaner(self._cache, interval)))
+        return self
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until nothing is buffered or in flight; False if the timeout passed first."""
+        return await wait_for_idle(self._idle, timeout_s)
+
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Drain within the timeout (shutdown_timeout_seconds by default), then cancel the rest.
+
+        Returns within the timeout plus a fraction of a second even when processors are stuck:
+        stuck thread or process work is abandoned, not awaited.
+        """
+        if not self._accepting:
+            return
+        timeout_s = self._settings.shutdown_timeout_seconds if timeout_s is None else timeout_s
+        self._accepting = False
+        await self.drain(max(0.0, timeout_s - 0.25))  # queued work keeps starting meanwhile
+        self._closed = True
+        everything = self._scheduler.remove_queued(lambda _: True) + self._waiting.remove(
+            lambda _: True)
+        for item in everything:
+            self._sink.failed(item, EngineStopped("engine stopped before the event was processed"))
+        for task in [*self._running, *self._background]:
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await asyncio.gather(*self._running, *self._background, return_exceptions=True)
+        self._pipeline.close()
+
+    # -- admission ---------------------------------------------------------------------------
+
+    def submit(self, event: ChatEvent, source: Any = None, trace: Any = None,
+               waiter: asyncio.Future[ResponseEvent] | None = None) -> WorkItem:
+        """Admit one event; the sink hears of it once it is answered or failed.
+
+        Raises ``EngineStopped`` once ``stop`` has begun."""
+        if not self._accepting:
+            raise EngineStopped("the engine is stopped")
+        now = self._clock()
+        item = admit(event, self._settings.session_scope, now, source, trace, waiter)
+        self._idle.clear()
+        # Behind a non-empty waiting line only sessions that already hold a slot may pass,
+        # otherwise a later event of a waiting session could overtake its earlier one.
+        state = None
+        if item.session_key in self._sessions or not self._waiting:
+            state = self._sessions.get_or_create(item.session_key, now, self._is_busy)
+        if state is None:
+            self._waiting.push(item.session_key, item.priority, item)
+        else:
+            self._enqueue(state, item, now)
+            self._pump()
+        return item
+
+    def _enqueue(self, state: SessionState, item: WorkItem, now: float) -> None:
+        if item.partition is not None:
+            state.partition = item.partition
+        self._scheduler.push(item.session_key, item.priority, item, now)
+
+    def _admit_waiting(self) -> None:
+        """Give free session slots to waiting sessions, the most urgent first (``WaitingLine``)."""
+        now = self._clock()
+        while (key := self._waiting.peek_session()) is not None:
+            state = self._sessions.get_or_create(key, now, self._is_busy)
+            if state is None:
+                return
+            popped = self._waiting.pop_session()
+            assert popped is not None
+            for item in popped[1]:
+                self._enqueue(state, item, now)
+
+    def _is_busy(self, key: SessionKey) -> bool:
+        return not self._scheduler.is_idle(key)
+
+    def _pump(self) -> None:
+        while (ready := self._scheduler.pop_ready(self._clock())) is not None:
+            task = asyncio.create_task(self._run(ready[1]))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    # -- processing --------------------------------------------------------------------------
+
+    async def _run(self, item: WorkItem) -> None:
+        try:
+            state = self._sessions.get(item.session_key)
+            if state is None:  # busy sessions are never evicted, so this is a bug, not load
+                self._sink.failed(item, RuntimeError(f"session {item.session_id} vanished"))
+                return
+
+            def record(response: ResponseEvent, now: float) -> None:
+                update = self._pipeline.session_update(response.analysis)
+                state.record(item.event, thread_id=update.thread_id,
+                             new_thread=update.new_thread, emotion=update.emotion, now=now)
+
+            response = await answer(item, state.snapshot(), self._pipeline.run, self._sink,
+                                    self._clock, record)
+            if response is not None:
+                self._served.add(item.priority, item.admitted_at, response, self._clock())
+        finally:
+            self._scheduler.complete(item.session_key, self._clock())
+            self._admit_waiting()
+            if not self._closed:
+                self._pump()
+            if self.buffered == 0:
+                self._idle.set()
+
+    # -- partitions and sessions -------------------------------------------------------------
+
+    def release_partitions(self, partitions: Collection[Hashable]) -> list[WorkItem]:
+        """Forget queued work and idle sessions of revoked partitions; return the dropped items.
+
+        Dropped items were never answered, so their offsets stay uncommitted and the partition's
+        new owner processes them. In-flight items are left to finish.
+        """
+        revoked = set(partitions)
+
+        def from_revoked(item: WorkItem) -> bool:
+            return item.partition is not None and item.partition in revoked
+
+        dropped = self._scheduler.remove_queued(from_revoked)
+        dropped += self._waiting.remove(from_revoked)
+        for item in dropped:
+            self._sink.failed(item, EngineStopped("partition revoked"))
+
+        def of_revoked_and_idle(key: SessionKey) -> bool:
+            state = self._sessions.get(key)
+            return state is not None and state.partition in revoked and not self._is_busy(key)
+
+        self._sessions.release(of_revoked_and_idle)
+        if not self._closed:  # released slots go to events waiting for one
+            self._admit_waiting()
+            self._pump()
+        if self.buffered == 0:
+            self._idle.set()
+        return dropped
+
+    async def _expire_sessions_forever(self) -> None:
+        interval = min(60.0, max(0.5, self._settings.session_idle_timeout_s / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self._sessions.expire_idle(self._clock(), self._is_busy)
+                if not self._closed:
+                    self._admit_waiting()
+                    self._pump()
+            except Exception:  # keep expiring: one bad pass must not end session expiry
+                log.exception("session expiry failed")
+
+    # -- introspection -----------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Events admitted and not yet answered (queued, waiting for a session, or in flight)."""
+        return self._scheduler.queued + self._scheduler.in_flight + len(self._waiting)
+
+    @property
+    def in_flight(self) -> int:
+        return self._scheduler.in_flight
+
+    @property
+    def sessions(self) -> SessionRegistry:
+        return self._sessions
+
+    @property
+    def counters(self) -> Any:
+        return self._sink.counters
+
+    def pool_usage(self) -> dict[str, dict[str, float]]:
+        """Workers, busy, queued and utilization of the pipeline's pools."""
+        return self._pipeline.pool_usage()
+
+    def get_performance_stats(self) -> dict[str, Any]:
+        now = self._clock()
+        channels = self._sessions.channels()
+        max_sessions = self._sessions.max_sessions
+        return {
+            "mode": "concurrent",
+            "uptime_s": self._served.uptime(now),
+            "sessions": {
+                "active_sessions": len(self._sessions),
+                "max_sessions": max_sessions,
+                "utilization": round(len(self._sessions) / max_sessions, 4),
+                "waiting_for_slot": len(self._waiting),
+            },
+            "performance": {
+                **self._served.performance(now, self._sink.counters),
+                "in_flight": self._scheduler.in_flight,
+                "buffered": self.buffered,
+            },
+            "queues": self._served.queues(self._scheduler.depth_by_priority()),
+            "channels": {
+                "active_channels": len(channels),
+                "channel_distribution": {
+                    f"{bot}/{channel}": count for (bot, channel), count in channels.most_common(20)
+                },
+            },
+            "cache": self._cache.stats() if self._cache is not None else {},
+            "pools": self._pipeline.stats(),
+        }

@@ -1,0 +1,256 @@
+"""One consumer-group member: the loop, delegating each concern to an object of its own.
+
+What happens to one record, top to bottom:
+1. ``getmany`` fetches it; the ``CommitLedger`` tracks it as owed.
+2. It is decoded. A record that fails is handed to the ``KafkaSink`` as rejected (dead letter).
+3. Otherwise the engine admits it (``Engine.submit``) and, once done, hands it to the same
+   sink: ``answered`` publishes and waits for the ack, ``failed`` dead-letters it. Only then
+   does the ledger complete its offset: every record ends answered or dead-lettered.
+4. Every ``commit_interval_ms`` the ledger commits each owned partition's watermark.
+Around the loop: ``Backpressure`` pauses partitions while too much is buffered, ``Membership``
+hands partitions over on a rebalance, ``Readiness`` says whether ``/readyz`` is green.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Collection, Coroutine, Hashable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from schemas.codec import DecodeError, decode_event
+from schemas.events import ChatEvent
+from stream.engine.sink import Sink
+from stream.engine.work import WorkItem
+from stream.kafka.backpressure import Backpressure
+from stream.kafka.config import consumer_config, producer_config
+from stream.kafka.handover import Membership
+from stream.kafka.ledger import CommitLedger
+from stream.kafka.offsets import OffsetTracker
+from stream.kafka.outcome import KafkaSink, LatencyObserver
+from stream.kafka.publisher import Publisher
+from stream.kafka.readiness import Readiness
+from stream.kafka.records import RecordSource
+from stream.observability.counters import EventCounters
+from stream.observability.tracing import mark_error, start_process_span
+from stream.settings import Settings
+
+__all__ = ["Engine", "EngineFactory", "PartitionLag", "StreamRunner"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Engine(Protocol):
+    """What the member needs of an engine (concurrent manager or sequential path)."""
+
+    async def start(self) -> Any: ...
+
+    def submit(self, event: ChatEvent, source: Any = None, trace: Any = None) -> WorkItem: ...
+
+    @property
+    def buffered(self) -> int: ...
+
+    async def drain(self, timeout_s: float) -> bool: ...
+
+    async def stop(self, timeout_s: float | None = None) -> None: ...
+
+    def release_partitions(self, partitions: Collection[Hashable]) -> list[WorkItem]: ...
+
+    def get_performance_stats(self) -> dict[str, Any]: ...
+
+    def pool_usage(self) -> dict[str, dict[str, float]]: ...
+
+
+EngineFactory = Callable[[Sink], Engine]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    offsets: int
+    oldest_timestamp_ms: int | None
+
+
+class StreamRunner:
+    """One consumer-group member. ``run`` returns after a graceful stop."""
+
+    def __init__(self, settings: Settings, engine_factory: EngineFactory,
+                 latency_observer: LatencyObserver | None = None) -> None:
+        self.settings = settings
+        self.counters = EventCounters()
+        self.ledger = CommitLedger(self.counters, settings.commit_timeout_seconds)
+        self.readiness = Readiness()
+        self.engine: Engine | None = None
+        self._engine_factory = engine_factory
+        self._latency_observer = latency_observer
+        self._limits = settings.input_limits
+        self._consumer: AIOKafkaConsumer | None = None
+        self._sink: KafkaSink | None = None
+        self._membership: Membership | None = None
+        self._backpressure: Backpressure | None = None
+
+    # -- read by the HTTP endpoints and tests -----------------------------------------------
+
+    @property
+    def ready(self) -> asyncio.Event:
+        return self.readiness.ready
+
+    @property
+    def offsets(self) -> OffsetTracker[TopicPartition]:
+        return self.ledger.offsets
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return self._membership.assignment if self._membership is not None else set()
+
+    def lag(self) -> dict[TopicPartition, PartitionLag]:
+        """Per owned partition: records not yet answered, and the oldest one's timestamp."""
+        if self._consumer is None:
+            return {}
+        result = {}
+        for tp in self.assignment:
+            highwater = self._consumer.highwater(tp)
+            committable = self.offsets.committable(tp)
+            if highwater is None or committable is None:
+                continue
+            result[tp] = PartitionLag(max(0, highwater - committable),
+                                      self.ledger.oldest_timestamp_ms(tp))
+        return result
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then drain, commit and close everything."""
+        producer = AIOKafkaProducer(**producer_config(self.settings))
+        consumer = AIOKafkaConsumer(**consumer_config(self.settings))
+        await producer.start()
+        try:
+            self._sink = KafkaSink(Publisher(producer), self.ledger, self.counters,
+                                   response_topic=self.settings.response_topic,
+                                   dlq_topic=self.settings.dlq_topic,
+                                   latency_observer=self._latency_observer)
+            self.engine = self._engine_factory(self._sink)
+            await self.engine.start()
+            try:
+                await consumer.start()
+            except BaseException:
+                await self.engine.stop(timeout_s=0.5)
+                raise
+            self._consumer = consumer
+            self._backpressure = Backpressure(consumer, self.settings.max_buffered, self.counters)
+            self._membership = Membership(consumer, self.engine, self.ledger, self.readiness,
+                                          self._backpressure,
+                                          self.settings.rebalance_timeout_seconds)
+            consumer.subscribe([self.settings.inbound_topic], listener=self._membership)
+            watchdog = asyncio.create_task(self.readiness.watch_broker(
+                consumer, stall_s=self.settings.session_timeout_ms / 1000))
+            try:
+                await self._consume_until(stop)
+            finally:
+                watchdog.cancel()
+                await self._shut_down(consumer)
+        finally:
+            await _bounded(producer.stop(), 1.0, "producer stop")
+
+    async def _consume_until(self, stop: asyncio.Event) -> None:
+        assert self._consumer is not None and self._backpressure is not None
+        assert self.engine is not None and self._sink is not None
+        next_commit = time.monotonic()
+        stop_waiter = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                fetched = await _unless_stopped(self._consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.max_poll_records), stop_waiter)
+                if fetched is None:
+                    break
+                for records in fetched.values():
+                    for record in records:
+                        self._take(RecordSource.from_record(record))
+                self._backpressure.apply(self.engine.buffered + self._sink.dead_letters_in_flight)
+                if time.monotonic() >= next_commit:
+                    # Raced with stop too: a commit waiting on an absent broker must not delay it.
+                    await _unless_stopped(self.commit(), stop_waiter)
+                    next_commit = time.monotonic() + self.settings.commit_interval_ms / 1000
+        finally:
+            stop_waiter.cancel()
+
+    def _take(self, source: RecordSource) -> None:
+        """Track, decode and submit one record (or hand it to the sink as rejected)."""
+        assert self.engine is not None and self._sink is not None
+        self.ledger.track(source)
+        self.counters.consumed += 1
+        try:
+            event = decode_event(source.value, self._limits)
+        except DecodeError as error:
+            span = start_process_span(source, self.settings.group_id, None)
+            mark_error(span, error.error_type, error.message)
+            self._sink.rejected(source, error, span)
+            return
+        self.engine.submit(event, source=source,
+                           trace=start_process_span(source, self.settings.group_id, event))
+
+    async def commit(self, partitions: Collection[TopicPartition] | None = None,
+                     timeout_s: float | None = None) -> None:
+        """Commit the watermark of each partition that advanced (all owned ones by default),
+        waiting at most ``timeout_s`` (``commit_timeout_seconds`` by default)."""
+        if self._consumer is None:
+            return
+        await self.ledger.commit(self._consumer,
+                                 self.assignment if partitions is None else partitions, timeout_s)
+
+    async def _shut_down(self, consumer: AIOKafkaConsumer) -> None:
+        """Stop fetching, drain within the shutdown timeout, commit, close.
+
+        Every step is bounded, so a stop with the broker away still returns in about the
+        shutdown timeout (plus the short grace periods), committing what it can.
+        """
+        consumer.pause(*consumer.assignment())
+        timeout = self.settings.shutdown_timeout_seconds
+        deadline = time.monotonic() + timeout
+        assert self.engine is not None and self._sink is not None
+        drained = await self.engine.drain(timeout)
+        # Stop (its short grace period may still complete events) before the final commit,
+        # so every acknowledged response counts; then wait for dead letters, including those
+        # of events that failed during the grace period.
+        await self.engine.stop(timeout_s=0.5)
+        await self._sink.wait_for_dead_letters(max(0.1, deadline - time.monotonic()))
+        await self.commit(timeout_s=max(0.5, deadline - time.monotonic()))
+        if not drained:
+            log.warning("shutdown timeout: %d events left unanswered and uncommitted",
+                        self.engine.buffered)
+        await self._sink.cancel_dead_letters()
+        self.readiness.set_member(False)
+        await _bounded(consumer.stop(), max(1.0, deadline - time.monotonic()), "consumer stop")
+
+
+async def _unless_stopped(step: Coroutine[Any, Any, T], stop: asyncio.Future[Any]) -> T | None:
+    """``step``'s result, or None if ``stop`` completes first (``step`` is then cancelled)."""
+    task = asyncio.ensure_future(step)
+    try:
+        done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
+async def _bounded(step: Any, timeout_s: float, what: str) -> None:
+    """Await a closing step for at most ``timeout_s``: on shutdown, an unreachable broker must
+    not keep the process alive."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await step
+    except TimeoutError:
+        log.warning("%s did not finish within %.1f s; going on", what, timeout_s)

@@ -1,0 +1,25 @@
+"""The service's topics: inbound, responses and dead letters, all with the configured
+partition count and replication factor."""
+
+from __future__ import annotations
+
+from infra.topics import TopicSpec, create_missing_topics
+from stream.kafka.config import common_client_config
+from stream.settings import Settings
+
+__all__ = ["ensure_topics", "topic_names", "topic_specs"]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    return [TopicSpec(name, settings.partitions, settings.replication_factor)
+            for name in (settings.inbound_topic, settings.response_topic, settings.dlq_topic)]
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [spec.name for spec in topic_specs(settings)]
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create the service's missing topics; return the names that were created."""
+    return await create_missing_topics(common_client_config(settings, "chatstream-admin"),
+                                       topic_specs(settings))

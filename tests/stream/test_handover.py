@@ -1,0 +1,94 @@
+"""Hand-overs without a broker: finish, drop, let go, then commit while still a member."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka.structs import TopicPartition
+from member_fakes import FakeConsumer, record
+
+from stream.kafka.backpressure import Backpressure
+from stream.kafka.handover import Membership
+from stream.kafka.ledger import CommitLedger
+from stream.kafka.readiness import Readiness
+from stream.observability.counters import EventCounters
+
+KEPT, REVOKED = TopicPartition("in", 0), TopicPartition("in", 1)
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.released: list[set[Any]] = []
+
+    def release_partitions(self, partitions: Any) -> list[Any]:
+        self.released.append(set(partitions))
+        return ["queued"]
+
+
+def membership(timeout_s: float = 1.0) -> tuple[Membership, CommitLedger, FakeConsumer,
+                                                FakeEngine, Readiness, Backpressure]:
+    counters = EventCounters()
+    consumer, engine = FakeConsumer({KEPT, REVOKED}), FakeEngine()
+    ledger, readiness = CommitLedger(counters, 1.0), Readiness()
+    backpressure = Backpressure(consumer, limit=10, counters=counters)
+    member = Membership(consumer, engine, ledger, readiness, backpressure, timeout_s)
+    return member, ledger, consumer, engine, readiness, backpressure
+
+
+async def test_hand_over_waits_for_in_flight_work_then_commits_it():
+    """An owed record that completes during the hand-over is committed with it."""
+    member, ledger, consumer, engine, _, _ = membership()
+    member.took_over({KEPT, REVOKED})
+    source = record(REVOKED, 0)
+    ledger.track(source)
+    handing = asyncio.create_task(member.hand_over({REVOKED}))
+    await asyncio.sleep(0.01)
+    assert consumer.commits == []  # still waiting for the record in flight
+    ledger.complete(source)
+    await handing
+    assert consumer.commits == [{REVOKED: 1}]
+    assert engine.released == [{REVOKED}]
+    assert member.assignment == {KEPT}
+
+
+async def test_past_the_deadline_the_owed_record_is_left_to_the_next_owner():
+    """A record still owed at the deadline is not committed, and can no longer complete."""
+    member, ledger, consumer, _, _, _ = membership(timeout_s=0.05)
+    member.took_over({KEPT, REVOKED})
+    done, stuck = record(REVOKED, 0), record(REVOKED, 1)
+    for source in (done, stuck):
+        ledger.track(source)
+    ledger.complete(done)
+    await member.hand_over({REVOKED})
+    assert consumer.commits == [{REVOKED: 1}]  # through the completed one only
+    assert not ledger.owns(stuck)
+
+
+async def test_readiness_follows_the_assignment():
+    """Ready once partitions are assigned; not ready from the start of a hand-over."""
+    member, _, _, _, readiness, _ = membership()
+    member.took_over({KEPT})
+    assert readiness.ready.is_set()
+    await member.hand_over({KEPT})
+    assert not readiness.ready.is_set()
+
+
+async def test_partitions_assigned_while_paused_start_paused():
+    """Backpressure on: newly assigned partitions are paused at once."""
+    member, _, consumer, _, _, backpressure = membership()
+    backpressure.apply(buffered=10)
+    consumer.paused.clear()
+    member.took_over({REVOKED})
+    assert consumer.paused == {REVOKED}
+
+
+async def test_backpressure_pauses_at_the_limit_and_resumes_below_half():
+    """Paused at the limit, still paused above half of it, resumed at half."""
+    _, _, consumer, _, _, backpressure = membership()
+    backpressure.apply(10)
+    assert consumer.paused == {KEPT, REVOKED}
+    backpressure.apply(6)
+    assert backpressure.paused
+    backpressure.apply(5)
+    assert consumer.paused == set() and not backpressure.paused

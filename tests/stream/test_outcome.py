@@ -1,0 +1,118 @@
+"""The Kafka sink: every record ends answered or dead-lettered, exactly once, without a broker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from aiokafka.structs import TopicPartition
+from member_fakes import FakePublisher, record, work_item
+
+from schemas.codec import DecodeError
+from stream.engine.work import EngineStopped, build_response
+from stream.kafka.dead_letter import reason_of
+from stream.kafka.ledger import CommitLedger
+from stream.kafka.outcome import KafkaSink
+from stream.kafka.publisher import PublishRejected
+from stream.observability.counters import EventCounters
+
+TP = TopicPartition("in", 0)
+
+
+def sink() -> tuple[KafkaSink, CommitLedger, FakePublisher]:
+    counters = EventCounters()
+    ledger, publisher = CommitLedger(counters, 1.0), FakePublisher()
+    return KafkaSink(publisher, ledger, counters, response_topic="out", dlq_topic="dlq"), \
+        ledger, publisher
+
+
+def response_for(item):  # type: ignore[no-untyped-def]
+    return build_response(item, "hi", {}, [], queued_ms=0.0, processing_ms=1.0)
+
+
+async def test_an_answered_record_is_published_then_its_offset_completes():
+    """The response goes to the response topic keyed by channel; the record is no longer owed."""
+    exit_, ledger, publisher = sink()
+    source = record(TP, 0)
+    ledger.track(source)
+    item = work_item(source)
+    await exit_.answered(item, response_for(item))
+    (sent,) = publisher.sent
+    assert sent.topic == "out" and sent.key == b"c"
+    assert orjson.loads(sent.value)["in_reply_to"] == item.event.event_id
+    assert ledger.pending({TP}) == 0 and exit_.counters.answered == 1
+
+
+async def test_a_response_refused_for_good_is_dead_lettered_with_stage_publish():
+    """A too-large response: the original record goes to the DLQ, then the offset completes."""
+    exit_, ledger, publisher = sink()
+    source = record(TP, 0, "original bytes")
+    ledger.track(source)
+    item = work_item(source)
+    publisher.errors["out"] = [PublishRejected("out", MessageSizeTooLargeError())]
+    await exit_.answered(item, response_for(item))
+    await exit_.wait_for_dead_letters(5)
+    (dead,) = publisher.sent
+    assert dead.topic == "dlq" and dead.value == b"original bytes"
+    assert reason_of(dead.headers)["error.stage"] == "publish"
+    assert reason_of(dead.headers)["error.type"] == "MessageSizeTooLargeError"
+    assert ledger.pending({TP}) == 0 and exit_.counters.failed == 1
+
+
+async def test_a_failed_event_is_dead_lettered_with_stage_processing():
+    """An error from processing dead-letters the record with the error's type."""
+    exit_, ledger, publisher = sink()
+    source = record(TP, 0)
+    ledger.track(source)
+    exit_.failed(work_item(source), RuntimeError("bug"))
+    await exit_.wait_for_dead_letters(5)
+    assert reason_of(publisher.sent[0].headers)["error.stage"] == "processing"
+    assert reason_of(publisher.sent[0].headers)["error.type"] == "RuntimeError"
+    assert ledger.pending({TP}) == 0
+
+
+async def test_a_dropped_event_is_neither_published_nor_completed():
+    """EngineStopped (stop, hand-over) leaves the record owed: the next owner answers it."""
+    exit_, ledger, publisher = sink()
+    source = record(TP, 0)
+    ledger.track(source)
+    exit_.failed(work_item(source), EngineStopped("partition revoked"))
+    exit_.failed(work_item(source), asyncio.CancelledError())
+    await exit_.wait_for_dead_letters(5)
+    assert publisher.sent == [] and ledger.pending({TP}) == 1
+
+
+async def test_an_answer_for_a_handed_over_record_is_not_published():
+    """Work that finishes after its partition was let go publishes nothing."""
+    exit_, ledger, publisher = sink()
+    source = record(TP, 0)
+    ledger.track(source)
+    ledger.forget({TP})
+    item = work_item(source)
+    await exit_.answered(item, response_for(item))
+    assert publisher.sent == [] and exit_.counters.answered == 0
+
+
+async def test_a_record_the_dlq_refuses_is_sent_without_its_bytes():
+    """The DLQ refusing the original bytes gets the reason alone; the offset completes."""
+    exit_, ledger, publisher = sink()
+    source = record(TP, 0, "x" * 100)
+    ledger.track(source)
+    publisher.errors["dlq"] = [PublishRejected("dlq", MessageSizeTooLargeError())]
+    exit_.rejected(source, DecodeError("json", "InvalidJSON", "not JSON"), None)
+    await exit_.wait_for_dead_letters(5)
+    (dead,) = publisher.sent
+    assert dead.value is None and reason_of(dead.headers)["error.type"] == "InvalidJSON"
+    assert ledger.pending({TP}) == 0 and exit_.counters.dead_lettered == 1
+
+
+async def test_a_dead_letter_that_cannot_be_sent_leaves_the_offset_owed():
+    """A client error while dead-lettering (stopping, a bug) keeps the record for the next owner."""
+    exit_, ledger, publisher = sink()
+    source = record(TP, 0)
+    ledger.track(source)
+    publisher.errors["dlq"] = [KafkaConnectionError("closed")]
+    exit_.failed(work_item(source), RuntimeError("bug"))
+    await exit_.wait_for_dead_letters(5)
+    assert ledger.pending({TP}) == 1 and exit_.counters.dead_lettered == 0
