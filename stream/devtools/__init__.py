@@ -1,0 +1,1 @@
+"""Developer tools: the demo, the benchmarks and the simulated bots they drive."""
