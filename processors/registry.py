@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 import pickle
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from processors.base import ExecutionKind, Processor, Stage
@@ -110,8 +110,14 @@ class ProcessorRegistry:
         return len(self._processors)
 
 
-def default_processors(settings: ProcessorSettings, cache: ContextCache) -> list[Processor]:
-    """emotion (process), memory (thread, uses ``cache``), thread (async), reply (async, compose).
+BUILTIN_PROCESSORS = ("emotion", "memory", "thread", "reply")
+
+
+def default_processors(settings: ProcessorSettings, cache: ContextCache,
+                       names: Iterable[str] = BUILTIN_PROCESSORS) -> list[Processor]:
+    """The built-in processors called ``names``, in their fixed order: emotion (process),
+    memory (thread, uses ``cache``), thread (async), reply (async, compose).
+    Raises ``ValueError`` for a name that is not a built-in.
 
     Every step gets CHATSTREAM_PROCESSOR_TIMEOUT_SECONDS, except the reply step with the OpenAI
     responder, which gets at least CHATSTREAM_OPENAI_TIMEOUT_SECONDS (an HTTP call is slower).
@@ -120,12 +126,19 @@ def default_processors(settings: ProcessorSettings, cache: ContextCache) -> list
     reply_timeout = timeout
     if settings.responder == "openai":
         reply_timeout = max(timeout, settings.openai_timeout_seconds + 0.5)
-    return [
-        EmotionProcessor(timeout_s=timeout),
-        MemoryProcessor(cache, timeout_s=timeout),
-        ThreadProcessor(timeout_s=timeout),
-        ReplyProcessor(responder_from_settings(settings), timeout_s=reply_timeout),
-    ]
+    wanted = set(names)
+    unknown = sorted(wanted - set(BUILTIN_PROCESSORS))
+    if unknown:
+        raise ValueError(f"unknown built-in processors {unknown}; known: "
+                         f"{', '.join(BUILTIN_PROCESSORS)}")
+    makers: dict[str, Callable[[], Processor]] = {
+        "emotion": lambda: EmotionProcessor(timeout_s=timeout),
+        "memory": lambda: MemoryProcessor(cache, timeout_s=timeout),
+        "thread": lambda: ThreadProcessor(timeout_s=timeout),
+        "reply": lambda: ReplyProcessor(responder_from_settings(settings),
+                                        timeout_s=reply_timeout),
+    }
+    return [makers[name]() for name in BUILTIN_PROCESSORS if name in wanted]
 
 
 def default_registry(settings: ProcessorSettings, cache: ContextCache) -> ProcessorRegistry:

@@ -167,6 +167,11 @@ class Settings(BaseSettings):
         10.0, gt=0, le=600, validation_alias=_env("CHATSTREAM_OPENAI_TIMEOUT_SECONDS")
     )
 
+    processors: str = Field(
+        "emotion,memory,thread,reply", validation_alias=_env("CHATSTREAM_PROCESSORS"),
+        description="built-in processors to run, comma-separated (empty: none); a plugin "
+        "processor with a built-in's name replaces it",
+    )
     processor_plugins: str = Field(
         "", validation_alias=_env("CHATSTREAM_PROCESSOR_PLUGINS"),
         description="comma-separated 'module:factory' callables, each returning processors",

@@ -17,9 +17,9 @@ from stream.engine.concurrent import ConcurrentConversationManager
 from stream.engine.sequential import BasicEngine
 from stream.engine.sink import Sink
 from stream.observability.tracing import ProcessorSpans
-from stream.settings import Settings
+from stream.settings import Settings, SettingsError
 
-__all__ = ["build_engine", "build_pipeline"]
+__all__ = ["build_engine", "build_pipeline", "selected_processors"]
 
 
 def build_pipeline(settings: Settings, processors: Sequence[Processor] | None = None
@@ -28,12 +28,26 @@ def build_pipeline(settings: Settings, processors: Sequence[Processor] | None = 
     cache = ContextCache(max_size=settings.context_cache_max_size,
                          ttl_seconds=settings.context_cache_ttl_seconds)
     if processors is None:
-        registry = ProcessorRegistry(default_processors(settings, cache))
-        for plugin in load_plugin_processors(settings):
-            registry.register(plugin)
-        processors = registry.processors()
+        processors = selected_processors(settings, cache)
     pipeline = ProcessorPipeline.from_settings(processors, settings, observer=ProcessorSpans())
     return pipeline, cache
+
+
+def selected_processors(settings: Settings, cache: ContextCache) -> list[Processor]:
+    """The built-ins named by CHATSTREAM_PROCESSORS, then the plugins' processors; a plugin
+    processor named like a built-in takes its place. Raises ``SettingsError`` for an unknown
+    built-in name."""
+    names = [name.strip() for name in settings.processors.split(",") if name.strip()]
+    try:
+        builtins = default_processors(settings, cache, names)
+    except ValueError as exc:
+        raise SettingsError(f"invalid CHATSTREAM_PROCESSORS: {exc}") from None
+    plugins = load_plugin_processors(settings)
+    replaced = {plugin.name for plugin in plugins}
+    registry = ProcessorRegistry(p for p in builtins if p.name not in replaced)
+    for plugin in plugins:
+        registry.register(plugin)
+    return registry.processors()
 
 
 def build_engine(settings: Settings, sink: Sink | None = None,
