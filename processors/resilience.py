@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -112,6 +113,23 @@ class RetryPolicy:
                 multiplier=self.initial_s, max=self.max_s, jitter=self.jitter_s
             ),
             stop=stop_after_attempt(self.retries + 1) | stop_before_delay(budget_s),
+            sleep=sleep,
+            reraise=True,
+        )
+
+    async def after_first_failure(
+        self, budget_s: float, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    ) -> AsyncRetrying:
+        """The rest of ``retrying`` once its first attempt failed transiently outside it: waits
+        the first backoff, then controls the ``retries`` attempts left (same waits as
+        ``retrying``). Lets a caller try once with no retry machinery on the path of success."""
+        await sleep(min(self.initial_s, self.max_s) + random.uniform(0, self.jitter_s))
+        return AsyncRetrying(
+            retry=retry_if_exception_type(TransientProcessorError),
+            wait=wait_exponential_jitter(
+                multiplier=self.initial_s * 2, max=self.max_s, jitter=self.jitter_s
+            ),
+            stop=stop_after_attempt(self.retries) | stop_before_delay(budget_s),
             sleep=sleep,
             reraise=True,
         )

@@ -16,7 +16,7 @@ from stream.app.plugins import load_plugin_processors
 from stream.engine.concurrent import ConcurrentConversationManager
 from stream.engine.sequential import BasicEngine
 from stream.engine.sink import Sink
-from stream.observability.tracing import ProcessorSpans
+from stream.observability.tracing import ProcessorSpans, tracing_on
 from stream.settings import Settings, SettingsError
 
 __all__ = ["build_engine", "build_pipeline", "selected_processors"]
@@ -29,7 +29,8 @@ def build_pipeline(settings: Settings, processors: Sequence[Processor] | None = 
                          ttl_seconds=settings.context_cache_ttl_seconds)
     if processors is None:
         processors = selected_processors(settings, cache)
-    pipeline = ProcessorPipeline.from_settings(processors, settings, observer=ProcessorSpans())
+    observer = ProcessorSpans() if tracing_on() else None
+    pipeline = ProcessorPipeline.from_settings(processors, settings, observer=observer)
     return pipeline, cache
 
 

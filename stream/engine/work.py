@@ -75,7 +75,8 @@ def build_response(
     processing_ms: float,
 ) -> ResponseEvent:
     event = item.event
-    return ResponseEvent(
+    # Built unvalidated: every field comes from the engine, already typed.
+    return ResponseEvent.model_construct(
         response_id=response_id_for(event.event_id, event.bot_id),
         in_reply_to=event.event_id,
         bot_id=event.bot_id,

@@ -38,7 +38,7 @@ from stream.kafka.publisher import Publisher
 from stream.kafka.readiness import Readiness
 from stream.kafka.records import RecordSource
 from stream.observability.counters import EventCounters
-from stream.observability.tracing import mark_error, start_process_span
+from stream.observability.tracing import mark_error, start_process_span, tracing_on
 from stream.settings import Settings
 
 __all__ = ["Engine", "EngineFactory", "PartitionLag", "StreamRunner"]
@@ -95,6 +95,7 @@ class StreamRunner:
         self._sink: KafkaSink | None = None
         self._membership: Membership | None = None
         self._backpressure: Backpressure | None = None
+        self._traced = False
 
     # -- read by the HTTP endpoints and tests -----------------------------------------------
 
@@ -128,6 +129,7 @@ class StreamRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain, commit and close everything."""
+        self._traced = tracing_on()
         producer = AIOKafkaProducer(**producer_config(self.settings))
         consumer = AIOKafkaConsumer(**consumer_config(self.settings))
         await producer.start()
@@ -193,8 +195,8 @@ class StreamRunner:
             mark_error(span, error.error_type, error.message)
             self._sink.rejected(source, error, span)
             return
-        self.engine.submit(event, source=source,
-                           trace=start_process_span(source, self.settings.group_id, event))
+        trace = start_process_span(source, self.settings.group_id, event) if self._traced else None
+        self.engine.submit(event, source=source, trace=trace)
 
     async def commit(self, partitions: Collection[TopicPartition] | None = None,
                      timeout_s: float | None = None) -> None:

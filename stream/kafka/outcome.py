@@ -75,14 +75,17 @@ class KafkaSink:
             end_process_span(item.trace, EngineStopped("partition handed over in flight"))
             return
         span: Span | None = item.trace
-        if span is not None:
-            annotate_response(span, item, response)
+        delivery = Delivery(topic=self._response_topic, key=response.channel_id.encode(),
+                            value=encode(response))
         try:
-            with publish_span(span, self._response_topic, response.channel_id,
-                              name=SpanName.RESPONSE_PUBLISH) as headers:
-                await self._publisher.publish(Delivery(
-                    topic=self._response_topic, key=response.channel_id.encode(),
-                    value=encode(response), headers=headers))
+            if span is None:  # tracing off: no span calls on the per-event path
+                await self._publisher.publish(delivery)
+            else:
+                annotate_response(span, item, response)
+                with publish_span(span, self._response_topic, response.channel_id,
+                                  name=SpanName.RESPONSE_PUBLISH) as headers:
+                    delivery.headers = headers
+                    await self._publisher.publish(delivery)
         except PublishRejected as rejected:
             self._fail(item, rejected, FailureReason("publish", type(rejected.error).__name__,
                                                      str(rejected)))

@@ -63,6 +63,15 @@ class Publisher:
         self.failed_attempts = 0
 
     async def publish(self, delivery: Delivery) -> RecordMetadata:
+        # Call first: the retry machinery is built only once a send failed in a way to wait out.
+        try:
+            return await self._send(delivery)
+        except RECORD_ERRORS as error:
+            raise PublishRejected(delivery.topic, error) from error
+        except KafkaError as error:
+            if not is_waited_out(error):
+                raise
+            self._log_failure(error)
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_waited_out),
             wait=wait_exponential_jitter(multiplier=0.1, max=self._max_backoff_s),
@@ -84,9 +93,11 @@ class Publisher:
         return await pending
 
     def _log_retry(self, state: object) -> None:
-        self.failed_attempts += 1
         outcome = getattr(state, "outcome", None)
-        error = outcome.exception() if outcome is not None else None
+        self._log_failure(outcome.exception() if outcome is not None else None)
+
+    def _log_failure(self, error: BaseException | None) -> None:
+        self.failed_attempts += 1
         if isinstance(error, KafkaError) and not error.retriable:
             # Not about this record and not passing by itself (a missing ACL, an unknown topic):
             # someone has to act, and nothing is answered meanwhile.

@@ -64,6 +64,13 @@ class Attr:
     ERROR_TYPE = "error.type"
 
 
+def tracing_on() -> bool:
+    """Whether a tracer provider is installed. Without one every span call is a no-op of the
+    API that still costs microseconds, so the member and the wiring ask once, at start, and
+    leave spans out of the per-event path altogether when this is False."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 

@@ -47,6 +47,7 @@ BASE_ENV = {
     "CHATSTREAM_KAFKA_SESSION_TIMEOUT_MS": "3000",
     "CHATSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS": "600",
     "CHATSTREAM_COMMIT_INTERVAL_MS": "100",
+    "CHATSTREAM_WORKERS": "1",  # each worker here is one member: the tests kill and count them
     "MAX_WORKER_PROCESSES": "1",
     "MAX_WORKER_THREADS": "4",
     "CHATSTREAM_LOG_LEVEL": "INFO",

@@ -148,3 +148,31 @@ def test_arbitrary_bytes_never_crash_the_decoder(raw):
     """Any bytes either decode or raise DecodeError, never anything else."""
     with contextlib.suppress(DecodeError):
         decode_event(raw)
+
+
+def _response_with(data: dict, when):  # type: ignore[no-untyped-def]
+    from schemas.events import Priority, ProcessorOutcome, ProcessorStatus, ResponseEvent
+
+    outcome = ProcessorOutcome.model_construct(status=ProcessorStatus.OK, data=data, error=None,
+                                               attempts=1, duration_ms=0.5)
+    return ResponseEvent.model_construct(
+        response_id="r", in_reply_to="e", bot_id="b", channel_id="c", user_id="u",
+        session_id="s", priority=Priority.LOW, reply="hi", analysis={"step": outcome},
+        degraded=[], queued_ms=0.25, processing_ms=1.5, processed_at=when, schema_version=1)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False,
+                                                                         allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                max_size=3),
+    max_leaves=10)
+
+
+@given(data=st.dictionaries(st.text(max_size=5), _JSON, max_size=4),
+       when=st.datetimes(timezones=st.just(UTC)))
+def test_encode_matches_pydantic_json_mode(data, when):
+    """The one-pass encoder yields the same JSON document as ``model_dump(mode="json")``."""
+    response = _response_with(data, when)
+    assert orjson.loads(encode(response)) == response.model_dump(mode="json")

@@ -32,7 +32,7 @@ def test_empty_means_no_built_in():
 
 def test_an_unknown_name_is_a_configuration_error():
     """A misspelt name fails at start-up, naming the known ones."""
-    with pytest.raises(SettingsError, match="CHATSTREAM_PROCESSORS.*emotion"):
+    with pytest.raises(SettingsError, match=r"CHATSTREAM_PROCESSORS.*emotion"):
         names(processors="reply,emotions")
 
 

@@ -1,0 +1,143 @@
+"""``chatstream run --workers N``: N group members as child processes under one supervisor.
+
+Rules, in the order they apply:
+1. Each member is a ``chatstream run`` child with ``CHATSTREAM_WORKERS=1`` (so it runs in
+   process); with ``CHATSTREAM_HTTP_PORT`` P > 0, member i serves on P + i (0 stays 0: each
+   picks a free port). Children are asked to die with the supervisor (Linux parent-death
+   signal), so a killed supervisor leaves no orphan consuming.
+2. SIGTERM and SIGINT are forwarded to every member; the supervisor then waits for them to
+   drain and exits 0 if they all exited 0.
+3. A member that exits while the supervisor is not stopping is restarted, after a backoff
+   that doubles from 0.5 s up to 10 s.
+4. More than ``max_deaths`` unexpected exits within ``window_s`` means the members keep dying
+   (a bad setting, an unreachable broker): the rest are stopped and the supervisor exits 1.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["Supervisor", "member_command"]
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def member_command() -> list[str]:
+    return [sys.executable, "-c", "from stream.app.cli import main; main()", "run"]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: rule 1's guarantee is Linux only
+        pass
+
+
+@dataclass
+class _Member:
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    restart_at: float = 0.0
+    backoff_s: float = 0.5
+
+
+@dataclass
+class Supervisor:
+    workers: int
+    env: Mapping[str, str]
+    command: Sequence[str] = field(default_factory=member_command)
+    max_deaths: int = 5
+    window_s: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _members: list[_Member] = field(init=False, default_factory=list)
+    _deaths: deque[float] = field(init=False, default_factory=deque)
+    _stopping: bool = field(init=False, default=False)
+
+    def run(self) -> int:
+        """Start the members and supervise them until they are all gone; the exit code."""
+        previous = {signum: signal.signal(signum, self._forward)
+                    for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._members = [_Member(i) for i in range(self.workers)]
+            for member in self._members:
+                self._start(member)
+            return self._supervise()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _member_env(self, index: int) -> dict[str, str]:
+        env = dict(self.env)
+        env["CHATSTREAM_WORKERS"] = "1"
+        port = env.get("CHATSTREAM_HTTP_PORT", "")
+        if port.isdigit() and int(port) > 0:
+            env["CHATSTREAM_HTTP_PORT"] = str(int(port) + index)
+        return env
+
+    def _start(self, member: _Member) -> None:
+        member.process = subprocess.Popen(list(self.command), env=self._member_env(member.index),
+                                          preexec_fn=_die_with_parent)
+        log.info("member %d started (pid %d)", member.index, member.process.pid)
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        self._stopping = True
+        for member in self._members:
+            if member.process is not None and member.process.poll() is None:
+                member.process.send_signal(signum)
+
+    def _supervise(self) -> int:
+        failed = False
+        while True:
+            alive = False
+            for member in self._members:
+                alive |= self._check(member)
+            if self._keeps_dying() and not self._stopping:
+                log.error("members keep dying (%d exits within %.0f s): stopping",
+                          len(self._deaths), self.window_s)
+                failed = True
+                self._forward(signal.SIGTERM, None)
+            if not alive and (self._stopping or failed):
+                break
+            time.sleep(0.1)
+        codes = [m.process.returncode for m in self._members if m.process is not None]
+        return 1 if failed or any(codes) else 0
+
+    def _check(self, member: _Member) -> bool:
+        """Restart ``member`` if it died unexpectedly; whether it is (or will be) running."""
+        process = member.process
+        if process is not None and process.poll() is None:
+            return True
+        if self._stopping:
+            return False
+        now = self.clock()
+        if process is not None:  # it just exited: count the death, schedule the restart
+            log.warning("member %d (pid %d) exited with %s; restarting in %.1f s",
+                        member.index, process.pid, process.returncode, member.backoff_s)
+            self._deaths.append(now)
+            member.process, member.restart_at = None, now + member.backoff_s
+            member.backoff_s = min(member.backoff_s * 2, 10.0)
+        elif now >= member.restart_at:
+            self._start(member)
+        return True
+
+    def _keeps_dying(self) -> bool:
+        now = self.clock()
+        while self._deaths and self._deaths[0] < now - self.window_s:
+            self._deaths.popleft()
+        return len(self._deaths) > self.max_deaths
+
+
+def supervise(workers: int, env: Mapping[str, str] | None = None) -> int:
+    """Run ``workers`` members under a ``Supervisor``; the process exit code."""
+    return Supervisor(workers, dict(os.environ if env is None else env)).run()

@@ -1,0 +1,81 @@
+"""The supervisor of `chatstream run --workers N`, driven with stand-in member processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+# A stand-in member: records its start (and the HTTP port it was given) in the log of its index,
+# exits with FIRST_EXIT on its first start (always, when ALWAYS_FAIL is set), otherwise runs
+# until SIGTERM and exits 0.
+MEMBER = textwrap.dedent("""
+    import os, signal, sys, time
+    port = int(os.environ["CHATSTREAM_HTTP_PORT"])
+    index = port - int(os.environ["PORT_BASE"]) if port else 0
+    log = os.path.join(os.environ["LOG_DIR"], f"m{index}.log")
+    with open(log, "a") as f:
+        f.write(f"{port}\\n")
+    starts = len(open(log).read().split())
+    first_exit = int(os.environ["FIRST_EXIT"])
+    if first_exit and (starts == 1 or os.environ.get("ALWAYS_FAIL")):
+        sys.exit(first_exit)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    sys.exit(5)
+""")
+
+
+def start_supervisor(tmp_path: Path, workers: int, first_exit: int = 0, port: int = 0,
+                     always_fail: bool = False, max_deaths: int = 5
+                     ) -> tuple[subprocess.Popen[bytes], list[Path]]:
+    script = tmp_path / "member.py"
+    script.write_text(MEMBER)
+    env = {"CHATSTREAM_HTTP_PORT": str(port), "PORT_BASE": str(port), "LOG_DIR": str(tmp_path),
+           "FIRST_EXIT": str(first_exit), **({"ALWAYS_FAIL": "1"} if always_fail else {})}
+    code = (f"import sys\nfrom stream.app.supervisor import Supervisor\n"
+            f"sys.exit(Supervisor({workers}, {env!r}, [sys.executable, {str(script)!r}], "
+            f"max_deaths={max_deaths}).run())\n")
+    logs = [tmp_path / f"m{i}.log" for i in range(workers)]
+    return subprocess.Popen([sys.executable, "-c", code]), logs
+
+
+def wait_for(condition, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def starts(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+def test_sigterm_reaches_every_member_and_the_supervisor_exits_zero(tmp_path):
+    """Two members run on ports P and P+1; SIGTERM stops both and the supervisor exits 0."""
+    supervisor, logs = start_supervisor(tmp_path, workers=2, port=9100)
+    wait_for(lambda: all(starts(log) for log in logs))
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=20) == 0
+    assert [starts(log) for log in logs] == [["9100"], ["9101"]]
+
+
+def test_a_member_that_dies_is_restarted(tmp_path):
+    """A member exiting with an error on its first start is started again, then stops cleanly."""
+    supervisor, logs = start_supervisor(tmp_path, workers=1, first_exit=3)
+    wait_for(lambda: len(starts(logs[0])) >= 2)
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=20) == 0
+
+
+def test_members_that_keep_dying_make_the_supervisor_exit_non_zero(tmp_path):
+    """A member that fails on every start ends the supervisor with exit code 1."""
+    supervisor, logs = start_supervisor(tmp_path, workers=1, first_exit=3, always_fail=True,
+                                        max_deaths=2)
+    assert supervisor.wait(timeout=30) == 1
+    assert len(starts(logs[0])) == 3  # the first start and two restarts, then it gave up
