@@ -5,21 +5,13 @@ timeout, retry, circuit breaker and degradation (a failed step is named, the eve
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import logging
-import multiprocessing
-import os
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
-
-import orjson
-from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from processors.base import (
     ExecutionKind,
@@ -28,8 +20,11 @@ from processors.base import (
     TransientProcessorError,
     UpdatesSession,
 )
+from processors.deadline import Deadline, within
+from processors.outcomes import StepStats, as_json, describe_error
 from processors.reply import REPLY_KEY
 from processors.resilience import CircuitBreaker, RetryPolicy
+from processors.workers import WorkerPools, spawn_process_pool
 from schemas.context import ProcessorContext, SessionUpdate
 from schemas.events import ProcessorOutcome, ProcessorStatus
 
@@ -60,39 +55,12 @@ class NullObserver:
 
 
 @dataclass(slots=True)
-class StepStats:
-    calls: int = 0
-    ok: int = 0
-    failures: int = 0
-    timeouts: int = 0
-    skipped: int = 0
-    retries: int = 0
-
-
-@dataclass(slots=True)
 class _Attempts:
     count: int = 0
     open: bool = False  # an attempt started and has not reported to the observer yet
 
 
-def describe_error(exc: BaseException, limit: int = 200) -> str:
-    """Short ``"Type: message"`` text for an outcome."""
-    message = str(exc).strip()
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
-
-def _warm_worker(processor: Processor) -> int:
-    # Runs in a worker process: importing the processor's module and building its state there.
-    warm_up = getattr(processor, "warm_up", None)
-    if callable(warm_up):
-        warm_up()
-    return os.getpid()
-
-
-def spawn_process_pool(max_workers: int) -> ProcessPoolExecutor:
-    """A process pool started with "spawn": safe next to threads and a running event loop."""
-    return ProcessPoolExecutor(max_workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 class ProcessorPipeline:
@@ -125,20 +93,14 @@ class ProcessorPipeline:
         self._analysis = [p for p in processors if p.stage is Stage.ANALYSIS]
         self._compose = [p for p in processors if p.stage is Stage.COMPOSE]
         self._session_writers = [p for p in processors if isinstance(p, UpdatesSession)]
-        self._thread_pool = thread_pool
-        self._process_pool = process_pool
-        self._process_pool_factory = process_pool_factory
+        self._pools = WorkerPools(thread_pool, process_pool, process_pool_factory)
         self._retry = retry_policy or RetryPolicy()
         self._clock = clock
-        self._observer: PipelineObserver = observer or NullObserver()
+        # None when nothing observes: the per-step path then makes no observer calls at all.
+        self._observer: PipelineObserver | None = (
+            None if observer is None or isinstance(observer, NullObserver) else observer)
         self._breakers = {n: CircuitBreaker(failure_threshold, cooldown_s) for n in names}
         self._stats = {n: StepStats() for n in names}
-        # Counted by the pipeline itself: executors do not report how busy they are. Both
-        # counters change before the call's future resolves, so an awaited call is never
-        # still counted (timed-out work stays counted until it really finishes).
-        self._usage_lock = threading.Lock()
-        self._threads_running = 0
-        self._process_calls_open = 0
 
     @classmethod
     def from_settings(
@@ -174,10 +136,13 @@ class ProcessorPipeline:
         return await self._run(context, resilient=False)
 
     async def _run(self, context: ProcessorContext, resilient: bool) -> PipelineResult:
-        results = await asyncio.gather(
-            *(self._step(p, context, resilient) for p in self._analysis)
-        )
-        outcomes = {p.name: o for p, o in zip(self._analysis, results, strict=True)}
+        analysis_steps = self._analysis
+        if len(analysis_steps) > 1:
+            results = await asyncio.gather(
+                *(self._step(p, context, resilient) for p in analysis_steps))
+        else:  # one step or none: no gather, no task per step
+            results = [await self._step(p, context, resilient) for p in analysis_steps]
+        outcomes = {p.name: o for p, o in zip(analysis_steps, results, strict=True)}
         analysis = {n: o.data for n, o in outcomes.items() if o.status is ProcessorStatus.OK}
         compose_context = replace(context, analysis=analysis)
         reply: str | None = None
@@ -216,7 +181,7 @@ class ProcessorPipeline:
                 breaker.record_success(self._clock())
             elif resilient:
                 breaker.record_failure(self._clock())
-        _count(stats, outcome)
+        stats.count(outcome)
         self._notify("on_outcome", processor.name, outcome)
         return outcome
 
@@ -225,14 +190,12 @@ class ProcessorPipeline:
     ) -> ProcessorOutcome:
         started = time.perf_counter()
         attempts = _Attempts()
-        deadline = asyncio.timeout(processor.timeout_s)
+        deadline = Deadline(processor.timeout_s)
         status, data, error = ProcessorStatus.OK, {}, None
         try:
-            async with deadline:
-                if resilient:
-                    data = await self._with_retries(processor, context, attempts)
-                else:
-                    data = await self._attempt(processor, context, attempts)
+            work = (self._with_retries(processor, context, attempts) if resilient
+                    else self._attempt(processor, context, attempts))
+            data = await within(work, deadline)
         except TimeoutError as exc:
             # Only our own deadline is a timeout; a TimeoutError raised by the step is a failure.
             expired = deadline.expired()
@@ -243,19 +206,24 @@ class ProcessorPipeline:
         except Exception as exc:
             status, error = ProcessorStatus.FAILED, describe_error(exc)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
-        try:
-            return ProcessorOutcome(status=status, data=data, error=error,
-                                    attempts=max(attempts.count, 1),
-                                    duration_ms=round(elapsed_ms, 3))
-        except Exception as exc:  # a step must never fail the whole event
-            return ProcessorOutcome(status=ProcessorStatus.FAILED, error=describe_error(exc),
-                                    attempts=max(attempts.count, 1),
-                                    duration_ms=round(elapsed_ms, 3))
+        # Built unvalidated: every field comes from this method, and ``data`` is a JSON-checked
+        # dict (``_as_json``), so validation would only cost time on every step.
+        return ProcessorOutcome.model_construct(status=status, data=data, error=error,
+                                                attempts=max(attempts.count, 1),
+                                                duration_ms=round(elapsed_ms, 3))
 
     async def _with_retries(
         self, processor: Processor, context: ProcessorContext, attempts: _Attempts
     ) -> dict[str, Any]:
-        async for attempt in self._retry.retrying(processor.timeout_s):
+        # Call first: the retry machinery is built only once an attempt failed transiently.
+        started = time.monotonic()
+        try:
+            return await self._attempt(processor, context, attempts)
+        except TransientProcessorError:
+            if self._retry.retries < 1:
+                raise
+        budget_s = processor.timeout_s - (time.monotonic() - started)
+        async for attempt in await self._retry.after_first_failure(budget_s):
             with attempt:
                 return await self._attempt(processor, context, attempts)
         raise AssertionError("unreachable: tenacity re-raises the last error")
@@ -269,7 +237,7 @@ class ProcessorPipeline:
             data = await self._invoke(processor, context)
             if not isinstance(data, dict):
                 raise TypeError(f"process() returned {type(data).__name__}, expected dict")
-            data = _as_json(data)
+            data = as_json(data)
         except Exception as exc:
             attempts.open = False
             self._notify("on_attempt", processor.name, attempts.count, exc)
@@ -282,82 +250,35 @@ class ProcessorPipeline:
         if processor.kind is ExecutionKind.ASYNC:
             return await processor.process(context)  # type: ignore[misc]
         if processor.kind is ExecutionKind.THREAD:
-            # Copy contextvars so a tracing span started on the loop is current in the thread.
-            call = functools.partial(contextvars.copy_context().run, processor.process, context)
-            return await asyncio.wrap_future(self._thread_pool.submit(self._counted_thread, call))
-        pool = self._process_pool
-        slim = getattr(processor, "worker_context", None)  # optional: see processors.base
-        if slim is not None:
-            context = slim(context)
-        try:
-            submitted = pool.submit(processor.process, context)
-            self._count_process_call(+1)
-            submitted.add_done_callback(lambda _: self._count_process_call(-1))
-            return await asyncio.wrap_future(submitted)
-        except BrokenProcessPool:
-            if self._process_pool_factory is None:
-                raise
-            self._replace_process_pool(pool)
-            raise TransientProcessorError("process pool broke (a worker died); replaced") from None
-
-    def _counted_thread(self, call: Callable[[], Any]) -> Any:
-        with self._usage_lock:
-            self._threads_running += 1
-        try:
-            return call()
-        finally:
-            with self._usage_lock:
-                self._threads_running -= 1
-
-    def _count_process_call(self, delta: int) -> None:
-        with self._usage_lock:
-            self._process_calls_open += delta
+            return await self._pools.in_thread(processor, context)
+        return await self._pools.in_process(processor, context)
 
     def pool_usage(self) -> dict[str, dict[str, float]]:
-        """Per pool: workers, busy, queued and utilization (busy / workers).
-
-        Threads: busy = calls running in a pool thread, queued = calls waiting for one.
-        Processes: calls submitted and not finished, the first ``workers`` of them counted busy.
-        """
-        threads = _workers(self._thread_pool)
-        processes = _workers(self._process_pool)
-        with self._usage_lock:
-            running, open_calls = self._threads_running, self._process_calls_open
-        queue = getattr(self._thread_pool, "_work_queue", None)  # private: no public accessor
-        return {
-            "thread": _usage(threads, running, queue.qsize() if queue is not None else 0),
-            "process": _usage(processes, min(open_calls, processes),
-                              max(0, open_calls - processes)),
-        }
-
-    def _replace_process_pool(self, broken: Executor) -> None:
-        if self._process_pool is broken and self._process_pool_factory is not None:
-            log.warning("process pool broken; starting a new one")
-            broken.shutdown(wait=False, cancel_futures=True)
-            self._process_pool = self._process_pool_factory()
-
-    def _notify(self, method: str, *args: Any) -> None:
-        try:
-            getattr(self._observer, method)(*args)
-        except Exception:
-            log.exception("pipeline observer %s failed", method)
+        """Per pool: workers, busy, queued and utilization (see ``WorkerPools.usage``)."""
+        return self._pools.usage()
 
     def start_warm_up(self) -> list[Future[int]]:
-        """Submit one warm-up call per process worker for each PROCESS processor: starts the
-        workers and lets the processors build their state (e.g. the VADER lexicon) before the
-        first event. Does not block; best effort (a worker may get more than one call)."""
-        process_kind = [p for p in (*self._analysis, *self._compose) if p.kind is ExecutionKind.PROCESS]
-        workers = getattr(self._process_pool, "_max_workers", 1)
-        return [
-            self._process_pool.submit(_warm_worker, processor)
-            for processor in process_kind
-            for _ in range(workers)
-        ]
+        """Start the process workers and build the PROCESS processors' state in them before
+        the first event (see ``WorkerPools.start_warm_up``); does not block."""
+        return self._pools.start_warm_up(
+            [p for p in (*self._analysis, *self._compose) if p.kind is ExecutionKind.PROCESS])
 
     async def warm_up(self) -> set[int]:
         """``start_warm_up`` and wait for it; returns the pids of the workers that answered."""
         futures = [asyncio.wrap_future(f) for f in self.start_warm_up()]
         return set(await asyncio.gather(*futures))
+
+    def close(self) -> None:
+        """Shut both pools down without waiting for stuck work; queued work is cancelled."""
+        self._pools.close()
+
+    def _notify(self, method: str, *args: Any) -> None:
+        if self._observer is None:
+            return
+        try:
+            getattr(self._observer, method)(*args)
+        except Exception:
+            log.exception("pipeline observer %s failed", method)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per processor: calls, ok, failures, timeouts, skipped, retries, breaker, opened_count.
@@ -376,43 +297,6 @@ class ProcessorPipeline:
             }
             for name, s in self._stats.items()
         }
-
-    def close(self) -> None:
-        """Shut both pools down without waiting for stuck work; queued work is cancelled."""
-        self._thread_pool.shutdown(wait=False, cancel_futures=True)
-        self._process_pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _as_json(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` as it will be published (keys as strings, sets as lists...): checked here so
-    that a step returning something JSON cannot hold fails alone, not the event's response."""
-    try:
-        converted = to_jsonable_python(data)
-        orjson.dumps(converted)  # the publishing encoder: it refuses integers beyond 64 bits
-    except (PydanticSerializationError, ValueError, TypeError) as exc:
-        raise TypeError(f"process() returned data that is not JSON: {exc}") from None
-    return converted  # type: ignore[no-any-return]
-
-
-def _workers(pool: Executor) -> int:
-    return int(getattr(pool, "_max_workers", 0)) or 1
-
-
-def _usage(workers: int, busy: int, queued: int) -> dict[str, float]:
-    return {"workers": workers, "busy": busy, "queued": queued,
-            "utilization": round(busy / workers, 4)}
-
-
-def _count(stats: StepStats, outcome: ProcessorOutcome) -> None:
-    stats.retries += max(outcome.attempts - 1, 0)
-    if outcome.status is ProcessorStatus.OK:
-        stats.ok += 1
-    elif outcome.status is ProcessorStatus.TIMEOUT:
-        stats.timeouts += 1
-    elif outcome.status is ProcessorStatus.SKIPPED:
-        stats.skipped += 1
-    else:
-        stats.failures += 1
 
 
 __all__ = [
