@@ -30,144 +30,225 @@ class Settings(BaseSettings):
 
     # Kafka connection and topics
     kafka_bootstrap_servers: str = Field(
-        "127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"), min_length=1
+        "127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"), min_length=1,
+        description="brokers to connect to, comma-separated host:port",
     )
-    group_id: str = Field("chatstream", validation_alias=_env("CHATSTREAM_GROUP_ID"), min_length=1)
+    group_id: str = Field(
+        "chatstream", validation_alias=_env("CHATSTREAM_GROUP_ID"), min_length=1,
+        description="consumer group the members join",
+    )
     inbound_topic: str = Field(
-        "chat.inbound", validation_alias=_env("CHATSTREAM_INBOUND_TOPIC"), min_length=1
+        "chat.inbound", validation_alias=_env("CHATSTREAM_INBOUND_TOPIC"), min_length=1,
+        description="topic the bots publish chat events to",
     )
     response_topic: str = Field(
-        "chat.responses", validation_alias=_env("CHATSTREAM_RESPONSE_TOPIC"), min_length=1
+        "chat.responses", validation_alias=_env("CHATSTREAM_RESPONSE_TOPIC"), min_length=1,
+        description="topic the responses are published to",
     )
-    dlq_topic: str = Field("chat.dlq", validation_alias=_env("CHATSTREAM_DLQ_TOPIC"), min_length=1)
-    partitions: int = Field(8, ge=1, le=10000, validation_alias=_env("CHATSTREAM_PARTITIONS"))
+    dlq_topic: str = Field(
+        "chat.dlq", validation_alias=_env("CHATSTREAM_DLQ_TOPIC"), min_length=1,
+        description="dead-letter topic: records that cannot be answered, with the reason",
+    )
+    partitions: int = Field(
+        8, ge=1, le=10000, validation_alias=_env("CHATSTREAM_PARTITIONS"),
+        description="partitions of the topics `chatstream topics ensure` creates",
+    )
     replication_factor: int = Field(
-        1, ge=1, le=16, validation_alias=_env("CHATSTREAM_REPLICATION_FACTOR")
+        1, ge=1, le=16, validation_alias=_env("CHATSTREAM_REPLICATION_FACTOR"),
+        description="replication factor of the topics `chatstream topics ensure` creates",
     )
 
     # Kafka client tuning
     fetch_max_wait_ms: int = Field(
-        10, ge=0, le=30000, validation_alias=_env("CHATSTREAM_FETCH_MAX_WAIT_MS")
+        10, ge=0, le=30000, validation_alias=_env("CHATSTREAM_FETCH_MAX_WAIT_MS"),
+        description="longest a fetch may wait for data; low values keep latency low",
     )
     max_poll_records: int = Field(
-        500, ge=1, le=100000, validation_alias=_env("CHATSTREAM_MAX_POLL_RECORDS")
+        500, ge=1, le=100000, validation_alias=_env("CHATSTREAM_MAX_POLL_RECORDS"),
+        description="most records taken from one fetch",
     )
     session_timeout_ms: int = Field(
-        10000, ge=1000, le=300000, validation_alias=_env("CHATSTREAM_KAFKA_SESSION_TIMEOUT_MS")
+        10000, ge=1000, le=300000, validation_alias=_env("CHATSTREAM_KAFKA_SESSION_TIMEOUT_MS"),
+        description="consumer group session timeout: a member silent this long is replaced",
     )
     heartbeat_interval_ms: int = Field(
-        3000, ge=100, le=60000, validation_alias=_env("CHATSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS")
+        3000, ge=100, le=60000, validation_alias=_env("CHATSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS"),
+        description="consumer heartbeat interval; below the session timeout (a third)",
     )
     producer_linger_ms: int = Field(
-        5, ge=0, le=1000, validation_alias=_env("CHATSTREAM_PRODUCER_LINGER_MS")
+        5, ge=0, le=1000, validation_alias=_env("CHATSTREAM_PRODUCER_LINGER_MS"),
+        description="how long the producer waits to fill a batch",
     )
     producer_acks: Literal["all", "1", "0"] = Field(
-        "all", validation_alias=_env("CHATSTREAM_PRODUCER_ACKS")
+        "all", validation_alias=_env("CHATSTREAM_PRODUCER_ACKS"),
+        description="acknowledgements a publish waits for; `all` for at-least-once",
     )
     enable_idempotence: bool = Field(
-        False, validation_alias=_env("CHATSTREAM_ENABLE_IDEMPOTENCE")
+        False, validation_alias=_env("CHATSTREAM_ENABLE_IDEMPOTENCE"),
+        description="idempotent producer (Apache Kafka has it; the embedded broker does not)",
     )
     commit_interval_ms: int = Field(
-        500, ge=10, le=60000, validation_alias=_env("CHATSTREAM_COMMIT_INTERVAL_MS")
+        500, ge=10, le=60000, validation_alias=_env("CHATSTREAM_COMMIT_INTERVAL_MS"),
+        description="how often the offsets of answered records are committed",
     )
     commit_timeout_seconds: float = Field(
-        5.0, gt=0, le=600, validation_alias=_env("CHATSTREAM_COMMIT_TIMEOUT_SECONDS")
+        5.0, gt=0, le=600, validation_alias=_env("CHATSTREAM_COMMIT_TIMEOUT_SECONDS"),
+        description="longest wait for one commit; a timed-out one is retried next interval",
     )
 
     # Kafka security
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", validation_alias=_env("KAFKA_SECURITY_PROTOCOL")
+        "PLAINTEXT", validation_alias=_env("KAFKA_SECURITY_PROTOCOL"),
+        description="how every client connects to the brokers",
     )
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        None, validation_alias=_env("KAFKA_SASL_MECHANISM")
+        None, validation_alias=_env("KAFKA_SASL_MECHANISM"),
+        description="SASL mechanism; required with the SASL_* protocols",
     )
-    sasl_username: str | None = Field(None, validation_alias=_env("KAFKA_SASL_USERNAME"))
-    sasl_password: SecretStr | None = Field(None, validation_alias=_env("KAFKA_SASL_PASSWORD"))
-    ssl_cafile: str | None = Field(None, validation_alias=_env("KAFKA_SSL_CAFILE"))
-    ssl_certfile: str | None = Field(None, validation_alias=_env("KAFKA_SSL_CERTFILE"))
-    ssl_keyfile: str | None = Field(None, validation_alias=_env("KAFKA_SSL_KEYFILE"))
-    ssl_password: SecretStr | None = Field(None, validation_alias=_env("KAFKA_SSL_PASSWORD"))
+    sasl_username: str | None = Field(
+        None, validation_alias=_env("KAFKA_SASL_USERNAME"),
+        description="SASL user name; required with the SASL_* protocols",
+    )
+    sasl_password: SecretStr | None = Field(
+        None, validation_alias=_env("KAFKA_SASL_PASSWORD"),
+        description="SASL password; required with the SASL_* protocols; never printed",
+    )
+    ssl_cafile: str | None = Field(
+        None, validation_alias=_env("KAFKA_SSL_CAFILE"),
+        description="CA certificates to verify the brokers with (SSL, SASL_SSL)",
+    )
+    ssl_certfile: str | None = Field(
+        None, validation_alias=_env("KAFKA_SSL_CERTFILE"),
+        description="client certificate, for brokers that require mutual TLS",
+    )
+    ssl_keyfile: str | None = Field(
+        None, validation_alias=_env("KAFKA_SSL_KEYFILE"),
+        description="private key of the client certificate",
+    )
+    ssl_password: SecretStr | None = Field(
+        None, validation_alias=_env("KAFKA_SSL_PASSWORD"),
+        description="password of the client key; never printed",
+    )
 
     # Input limits
     max_content_chars: int = Field(
-        4000, ge=1, le=1_000_000, validation_alias=_env("CHATSTREAM_MAX_CONTENT_CHARS")
+        4000, ge=1, le=1_000_000, validation_alias=_env("CHATSTREAM_MAX_CONTENT_CHARS"),
+        description="longest accepted event content, in characters",
     )
     max_metadata_bytes: int = Field(
-        8192, ge=1, le=1_000_000, validation_alias=_env("CHATSTREAM_MAX_METADATA_BYTES")
+        8192, ge=1, le=1_000_000, validation_alias=_env("CHATSTREAM_MAX_METADATA_BYTES"),
+        description="largest accepted event metadata, in bytes of JSON",
     )
     max_metadata_depth: int = Field(
-        5, ge=1, le=64, validation_alias=_env("CHATSTREAM_MAX_METADATA_DEPTH")
+        5, ge=1, le=64, validation_alias=_env("CHATSTREAM_MAX_METADATA_DEPTH"),
+        description="deepest accepted nesting of event metadata",
     )
     max_record_bytes: int = Field(
-        65536, ge=256, le=16_000_000, validation_alias=_env("CHATSTREAM_MAX_RECORD_BYTES")
+        65536, ge=256, le=16_000_000, validation_alias=_env("CHATSTREAM_MAX_RECORD_BYTES"),
+        description="largest accepted inbound record, in bytes",
     )
 
     # Engine
     enable_concurrent_manager: bool = Field(
-        True, validation_alias=_env("ENABLE_CONCURRENT_CONVERSATION_MANAGER")
+        True, validation_alias=_env("ENABLE_CONCURRENT_CONVERSATION_MANAGER"),
+        description="false selects the basic path: one event at a time per partition",
     )
     max_concurrent_sessions: int = Field(
-        1000, ge=1, le=10_000_000, validation_alias=_env("MAX_CONCURRENT_SESSIONS")
+        1000, ge=1, le=10_000_000, validation_alias=_env("MAX_CONCURRENT_SESSIONS"),
+        description="sessions kept in memory; when all are busy, new conversations wait",
     )
     session_timeout_minutes: float = Field(
-        30, gt=0, le=10080, validation_alias=_env("SESSION_TIMEOUT_MINUTES")
+        30, gt=0, le=10080, validation_alias=_env("SESSION_TIMEOUT_MINUTES"),
+        description="idle sessions expire after this many minutes",
     )
     session_scope: SessionScope = Field(
-        SessionScope.USER, validation_alias=_env("CHATSTREAM_SESSION_SCOPE")
+        SessionScope.USER, validation_alias=_env("CHATSTREAM_SESSION_SCOPE"),
+        description="`user`: a session is (bot, channel, user); `channel`: (bot, channel)",
     )
     session_history_size: int = Field(
-        50, ge=1, le=10000, validation_alias=_env("CHATSTREAM_SESSION_HISTORY_SIZE")
+        50, ge=1, le=10000, validation_alias=_env("CHATSTREAM_SESSION_HISTORY_SIZE"),
+        description="recent messages kept per session",
     )
-    max_in_flight: int = Field(256, ge=1, le=100000, validation_alias=_env("CHATSTREAM_MAX_IN_FLIGHT"))
+    max_in_flight: int = Field(
+        256, ge=1, le=100000, validation_alias=_env("CHATSTREAM_MAX_IN_FLIGHT"),
+        description="events processed at once, over all sessions",
+    )
     max_buffered: int = Field(
-        5000, ge=1, le=10_000_000, validation_alias=_env("CHATSTREAM_MAX_BUFFERED")
+        5000, ge=1, le=10_000_000, validation_alias=_env("CHATSTREAM_MAX_BUFFERED"),
+        description="events held in memory; above this the partitions pause (backpressure)",
     )
     priority_aging_seconds: float = Field(
-        2.0, gt=0, le=3600, validation_alias=_env("CHATSTREAM_PRIORITY_AGING_SECONDS")
+        2.0, gt=0, le=3600, validation_alias=_env("CHATSTREAM_PRIORITY_AGING_SECONDS"),
+        description="a waiting conversation gains one priority level per interval",
     )
     max_worker_threads: int = Field(
-        min(_CPUS * 2, 16), ge=1, le=1024, validation_alias=_env("MAX_WORKER_THREADS")
+        min(_CPUS * 2, 16), ge=1, le=1024, validation_alias=_env("MAX_WORKER_THREADS"),
+        description="threads running `thread` processors",
     )
     max_worker_processes: int = Field(
-        min(_CPUS, 8), ge=1, le=256, validation_alias=_env("MAX_WORKER_PROCESSES")
+        min(_CPUS, 8), ge=1, le=256, validation_alias=_env("MAX_WORKER_PROCESSES"),
+        description="worker processes running `process` processors",
     )
     processor_timeout_seconds: float = Field(
-        2.0, gt=0, le=600, validation_alias=_env("CHATSTREAM_PROCESSOR_TIMEOUT_SECONDS")
+        2.0, gt=0, le=600, validation_alias=_env("CHATSTREAM_PROCESSOR_TIMEOUT_SECONDS"),
+        description="time limit of one processor call, retries included",
     )
-    processor_retries: int = Field(2, ge=0, le=20, validation_alias=_env("CHATSTREAM_PROCESSOR_RETRIES"))
+    processor_retries: int = Field(
+        2, ge=0, le=20, validation_alias=_env("CHATSTREAM_PROCESSOR_RETRIES"),
+        description="retries of a processor's transient errors, with backoff and jitter",
+    )
     circuit_failure_threshold: int = Field(
-        5, ge=1, le=10000, validation_alias=_env("CHATSTREAM_CIRCUIT_FAILURE_THRESHOLD")
+        5, ge=1, le=10000, validation_alias=_env("CHATSTREAM_CIRCUIT_FAILURE_THRESHOLD"),
+        description="consecutive failures that open a processor's circuit breaker",
     )
     circuit_cooldown_seconds: float = Field(
-        30, gt=0, le=3600, validation_alias=_env("CHATSTREAM_CIRCUIT_COOLDOWN_SECONDS")
+        30, gt=0, le=3600, validation_alias=_env("CHATSTREAM_CIRCUIT_COOLDOWN_SECONDS"),
+        description="how long an open circuit breaker skips its processor",
     )
     context_cache_ttl_seconds: float = Field(
-        120, gt=0, le=86400, validation_alias=_env("CONTEXT_CACHE_TTL_SECONDS")
+        120, gt=0, le=86400, validation_alias=_env("CONTEXT_CACHE_TTL_SECONDS"),
+        description="lifetime of a context cache entry",
     )
     context_cache_max_size: int = Field(
-        5000, ge=1, le=10_000_000, validation_alias=_env("CONTEXT_CACHE_MAX_SIZE")
+        5000, ge=1, le=10_000_000, validation_alias=_env("CONTEXT_CACHE_MAX_SIZE"),
+        description="entries the context cache holds",
     )
     shutdown_timeout_seconds: float = Field(
-        5.0, gt=0, le=600, validation_alias=_env("CHATSTREAM_SHUTDOWN_TIMEOUT_SECONDS")
+        5.0, gt=0, le=600, validation_alias=_env("CHATSTREAM_SHUTDOWN_TIMEOUT_SECONDS"),
+        description="drain deadline on SIGTERM",
     )
     rebalance_timeout_seconds: float = Field(
-        5.0, gt=0, le=600, validation_alias=_env("CHATSTREAM_REBALANCE_TIMEOUT_SECONDS")
+        5.0, gt=0, le=600, validation_alias=_env("CHATSTREAM_REBALANCE_TIMEOUT_SECONDS"),
+        description="drain deadline for revoked partitions",
     )
 
     # Reply composer
     responder: Literal["template", "openai"] = Field(
-        "template", validation_alias=_env("CHATSTREAM_RESPONDER")
+        "template", validation_alias=_env("CHATSTREAM_RESPONDER"),
+        description="reply backend: `template`, or `openai` for an OpenAI-compatible API",
     )
     openai_base_url: str = Field(
-        "http://127.0.0.1:8000/v1", validation_alias=_env("CHATSTREAM_OPENAI_BASE_URL")
+        "http://127.0.0.1:8000/v1", validation_alias=_env("CHATSTREAM_OPENAI_BASE_URL"),
+        description="base URL of the OpenAI-compatible API",
     )
-    openai_model: str = Field("gpt-4o-mini", validation_alias=_env("CHATSTREAM_OPENAI_MODEL"))
-    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("CHATSTREAM_OPENAI_API_KEY"))
+    openai_model: str = Field(
+        "gpt-4o-mini", validation_alias=_env("CHATSTREAM_OPENAI_MODEL"),
+        description="model asked by the OpenAI-compatible responder",
+    )
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("CHATSTREAM_OPENAI_API_KEY"),
+        description="API key, sent as a Bearer token; never printed",
+    )
     openai_timeout_seconds: float = Field(
-        10.0, gt=0, le=600, validation_alias=_env("CHATSTREAM_OPENAI_TIMEOUT_SECONDS")
+        10.0, gt=0, le=600, validation_alias=_env("CHATSTREAM_OPENAI_TIMEOUT_SECONDS"),
+        description="time limit of one API call",
     )
 
-    processors: str = Field(
+    workers: int = Field(
+        _CPUS, ge=1, le=256, validation_alias=_env("CHATSTREAM_WORKERS"),
+        description="group members `chatstream run` starts under one supervisor",
+    )
+    builtin_processors: str = Field(
         "emotion,memory,thread,reply", validation_alias=_env("CHATSTREAM_PROCESSORS"),
         description="built-in processors to run, comma-separated (empty: none); a plugin "
         "processor with a built-in's name replaces it",
@@ -178,11 +259,21 @@ class Settings(BaseSettings):
     )
 
     # Observability
-    http_port: int | None = Field(None, ge=0, le=65535, validation_alias=_env("CHATSTREAM_HTTP_PORT"))
-    http_host: str = Field("127.0.0.1", validation_alias=_env("CHATSTREAM_HTTP_HOST"))
-    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("CHATSTREAM_LOG_FORMAT"))
+    http_port: int | None = Field(
+        None, ge=0, le=65535, validation_alias=_env("CHATSTREAM_HTTP_PORT"),
+        description="serve /metrics, /stats, /healthz, /readyz on this port (0: any free); unset: off",
+    )
+    http_host: str = Field(
+        "127.0.0.1", validation_alias=_env("CHATSTREAM_HTTP_HOST"),
+        description="address the HTTP endpoints listen on",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", validation_alias=_env("CHATSTREAM_LOG_FORMAT"),
+        description="`json`: one JSON object per line, with trace and span ids",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", validation_alias=_env("CHATSTREAM_LOG_LEVEL")
+        "INFO", validation_alias=_env("CHATSTREAM_LOG_LEVEL"),
+        description="lowest level logged",
     )
 
     @model_validator(mode="after")

@@ -18,6 +18,8 @@ FORBIDDEN = {
                       "aiokafka"),
     "stream/kafka": ("stream.app", "stream.devtools", "stream.botkit"),
     "stream/observability": ("stream.app", "stream.devtools", "stream.botkit"),
+    "stream/botkit": ("stream.app", "stream.devtools", "stream.ops"),
+    "stream/ops": ("stream.app", "stream.devtools", "stream.botkit"),
 }
 
 

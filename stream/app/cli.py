@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import orjson
@@ -17,6 +19,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Kafka stream processor for chat bots.")
 topics_app = typer.Typer(no_args_is_help=True, help="Topic set-up.")
 app.add_typer(topics_app, name="topics")
+dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: inspect and replay.")
+app.add_typer(dlq_app, name="dlq")
+config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
+app.add_typer(config_app, name="config")
 
 
 class PriorityChoice(StrEnum):
@@ -33,16 +39,34 @@ class MessageTypeChoice(StrEnum):
     system = "system"
 
 
+class StageChoice(StrEnum):
+    size = "size"
+    json = "json"
+    validation = "validation"
+    processing = "processing"
+    publish = "publish"
+
+
 def _settings(**overrides: object) -> Settings:
     return load_settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
 @app.command()
-def run() -> None:
-    """Run the main job: a consumer-group member answering chat events until SIGINT/SIGTERM."""
+def run(
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="group members to run (default CHATSTREAM_WORKERS: one per core)",
+    )] = None,
+) -> None:
+    """Run the main job: consumer-group members answering chat events until SIGINT/SIGTERM."""
+    settings = _settings(workers=workers)
+    if settings.workers > 1:
+        from stream.app.supervisor import supervise
+
+        env = dict(os.environ)
+        raise typer.Exit(supervise(settings.workers, env))
     from stream.app.service import run_service
 
-    asyncio.run(run_service(_settings()))
+    asyncio.run(run_service(settings))
 
 
 @app.command()
@@ -144,13 +168,106 @@ def stats(
 
 @app.command()
 def bench(
-    events: Annotated[int, typer.Option(help="events per scenario")] = 2000,
-    latency_ms: Annotated[float, typer.Option(help="simulated I/O latency per event")] = 20.0,
+    scenarios: Annotated[list[str] | None, typer.Argument(
+        help="scenarios: all, passthrough, io-bound, latency, priority, cache, scale, full")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("bench-results"),
+    profile: Annotated[bool, typer.Option(
+        help="record py-spy profiles of the members (raw format) into the results folder")
+    ] = False,
+    docs: Annotated[Path | None, typer.Option(
+        help="also write the table and chart there (e.g. docs/benchmarks.md)")] = None,
 ) -> None:
-    """Concurrent manager vs basic path on the embedded broker, reported as ratios."""
-    from stream.devtools.bench import run_bench
+    """Benchmarks on fresh embedded brokers, each against a reference in the same run."""
+    from stream.devtools.bench import SCENARIOS
+    from stream.devtools.bench import main as run_bench
 
-    asyncio.run(run_bench(_settings(), events=events, io_latency_ms=latency_ms))
+    names = scenarios or ["all"]
+    unknown = sorted(set(names) - {"all", *SCENARIOS})
+    if unknown:
+        typer.echo(f"chatstream bench: unknown scenarios {unknown}; known: all, "
+                   f"{', '.join(SCENARIOS)}", err=True)
+        raise typer.Exit(2)
+    run_bench(names, out, profile, docs)
+
+
+@dlq_app.command("inspect")
+def dlq_inspect(
+    limit: Annotated[int, typer.Option(min=0, help="latest dead letters to show")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text")] = False,
+    idle_timeout: Annotated[float, typer.Option(min=0.1, help="seconds without a record "
+                                                "before giving up")] = 5.0,
+    timeout: Annotated[float, typer.Option(min=1, help="longest read, in seconds")] = 120.0,
+) -> None:
+    """Count the dead letters by stage and error type; show the latest with their reasons."""
+    from stream.ops.dlq import DeadLetterToolError, inspect
+    from stream.ops.dlq_report import inspection_data, render_inspection
+
+    try:
+        found = asyncio.run(inspect(_settings(), limit=limit, idle_timeout_s=idle_timeout,
+                                    deadline_s=timeout))
+    except DeadLetterToolError as exc:
+        typer.echo(f"chatstream dlq inspect: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(orjson.dumps(inspection_data(found), option=orjson.OPT_INDENT_2).decode()
+               if as_json else render_inspection(found))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    stage: Annotated[StageChoice | None, typer.Option(help="only this stage")] = None,
+    error_type: Annotated[str | None, typer.Option(help="only this error type")] = None,
+    since: Annotated[str | None, typer.Option(help="only dead-lettered at or after this "
+                                              "ISO 8601 time (UTC without an offset)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print, publish nothing")] = False,
+    force: Annotated[bool, typer.Option("--force", help="replay already replayed ones too")
+                     ] = False,
+    idle_timeout: Annotated[float, typer.Option(min=0.1, help="seconds without a record "
+                                                "before giving up")] = 5.0,
+    timeout: Annotated[float, typer.Option(min=1, help="longest read, and longest wait for "
+                                           "acks, in seconds")] = 120.0,
+) -> None:
+    """Re-publish matching dead letters' original records to the inbound topic, once each."""
+    from stream.ops.dlq import DeadLetterToolError, Selection, parse_since, replay
+    from stream.ops.dlq_report import render_replay
+
+    try:
+        since_ms = parse_since(since) if since is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
+    selection = Selection(stage.value if stage else None, error_type, since_ms)
+    try:
+        report = asyncio.run(replay(_settings(), selection, dry_run=dry_run, force=force,
+                                    idle_timeout_s=idle_timeout, deadline_s=timeout))
+    except DeadLetterToolError as exc:
+        typer.echo(f"chatstream dlq replay: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(render_replay(report))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@config_app.command("reference")
+def config_reference(
+    check: Annotated[Path | None, typer.Option(help="fail if this file's generated table "
+                                               "differs from the settings")] = None,
+    write: Annotated[Path | None, typer.Option(help="rewrite this file's generated table")
+                     ] = None,
+) -> None:
+    """Print the configuration reference (a Markdown table), or check or update a file's copy."""
+    from stream.ops.config_reference import ReferenceMismatch, check_file, render, write_file
+
+    try:
+        if check is not None:
+            check_file(check)
+            typer.echo(f"{check}: configuration reference is up to date")
+        elif write is not None:
+            changed = write_file(write)
+            typer.echo(f"{write}: {'updated' if changed else 'already up to date'}")
+        else:
+            typer.echo(render())
+    except ReferenceMismatch as exc:
+        typer.echo(f"chatstream config reference: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

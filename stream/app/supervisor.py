@@ -15,6 +15,7 @@ Rules, in the order they apply:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -38,10 +39,8 @@ def member_command() -> list[str]:
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: rule 1 holds on Linux only
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: rule 1's guarantee is Linux only
-        pass
 
 
 @dataclass

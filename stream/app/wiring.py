@@ -38,7 +38,7 @@ def selected_processors(settings: Settings, cache: ContextCache) -> list[Process
     """The built-ins named by CHATSTREAM_PROCESSORS, then the plugins' processors; a plugin
     processor named like a built-in takes its place. Raises ``SettingsError`` for an unknown
     built-in name."""
-    names = [name.strip() for name in settings.processors.split(",") if name.strip()]
+    names = [name.strip() for name in settings.builtin_processors.split(",") if name.strip()]
     try:
         builtins = default_processors(settings, cache, names)
     except ValueError as exc:

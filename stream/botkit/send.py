@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream.botkit.client import BotClient, TopicWatcher
-from stream.devtools.bots import event_for
+from stream.botkit.client import BotClient, TopicWatcher, chat_event
 from stream.settings import Settings
 
 
@@ -15,7 +14,7 @@ async def send_one(
     timeout_s: float = 30.0,
 ) -> dict[str, Any] | None:
     """Publish one event; with ``wait`` return its response (TimeoutError if none in time)."""
-    event = event_for(bot, channel, user, text, priority=priority, message_type=message_type)
+    event = chat_event(bot, channel, user, text, priority=priority, message_type=message_type)
     if not wait:
         async with BotClient(settings) as client:
             await (await client.publish(event))

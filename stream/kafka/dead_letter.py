@@ -10,6 +10,13 @@ from stream.kafka.records import Delivery, RecordSource
 HEADER_PREFIX = "chatstream.dlq."
 _MAX_MESSAGE_BYTES = 1024
 
+# ``chatstream dlq replay`` (stream.ops.dlq) puts the first on each record it re-publishes
+# ("dlq-topic/partition/offset"), and writes a marker record carrying the second
+# ("partition/offset") into the dead-letter topic for each dead letter it replayed. Neither
+# starts with HEADER_PREFIX: they are not reasons.
+REPLAYED_FROM_HEADER = "chatstream.replayed-from"
+REPLAY_MARKER_HEADER = "chatstream.replay-marker"
+
 
 class Reason(Protocol):
     """Why a record is dead-lettered: ``schemas.codec.DecodeError`` is one."""
@@ -76,3 +83,8 @@ def reason_of(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) 
 
 def _headers(*pairs: tuple[str, str]) -> list[tuple[str, bytes]]:
     return [(HEADER_PREFIX + k, v.encode()) for k, v in pairs]
+
+
+def is_replay_marker(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> bool:
+    """Whether a record of the dead-letter topic is a replay marker rather than a dead letter."""
+    return any(key == REPLAY_MARKER_HEADER for key, _ in headers)

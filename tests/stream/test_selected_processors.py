@@ -22,23 +22,23 @@ def test_all_built_ins_run_by_default():
 
 def test_a_subset_keeps_the_fixed_order():
     """Listed out of order, the chosen built-ins still run in their fixed order."""
-    assert names(processors="reply, thread") == ["thread", "reply"]
+    assert names(builtin_processors="reply, thread") == ["thread", "reply"]
 
 
 def test_empty_means_no_built_in():
     """An empty list runs none of the built-ins (a plugin brings the steps)."""
-    assert names(processors="") == []
+    assert names(builtin_processors="") == []
 
 
 def test_an_unknown_name_is_a_configuration_error():
     """A misspelt name fails at start-up, naming the known ones."""
     with pytest.raises(SettingsError, match=r"CHATSTREAM_PROCESSORS.*emotion"):
-        names(processors="reply,emotions")
+        names(builtin_processors="reply,emotions")
 
 
 def test_a_plugin_named_like_a_built_in_replaces_it():
     """A plugin 'reply' takes the built-in reply's place instead of clashing with it."""
-    chosen = names(processors="thread,reply", processor_plugins="reply_plugin:processors")
+    chosen = names(builtin_processors="thread,reply", processor_plugins="reply_plugin:processors")
     assert chosen == ["thread", "reply"]
 
 

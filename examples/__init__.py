@@ -1,0 +1,1 @@
+"""Worked examples: a minimal bot and an LLM reply processor plugin."""

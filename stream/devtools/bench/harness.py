@@ -1,0 +1,310 @@
+"""What every benchmark scenario stands on: a fresh embedded broker, a preloaded backlog,
+members run as separate processes, and figures read back from the response topic.
+
+Rules, in the order they apply:
+1. Each scenario gets its own broker (Tansu never frees memory) and its own topics and group.
+2. Members run as child processes (``chatstream run`` or the reference loop), so the bench
+   process that loads and reads does not share an event loop with what it measures; their CPU
+   time and peak RSS come from ``getrusage(RUSAGE_CHILDREN)``.
+3. A run is over when every record's response is on the response topic, or at its deadline
+   (every wait is bounded); the member is then stopped with SIGTERM.
+4. The steady rate is responses / (last - first response timestamp): the group join and the
+   start-up are not in it. Timestamps are the producer's create times, set at send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from stream.kafka.topics import ensure_topics
+from stream.settings import Settings, load_settings
+
+__all__ = ["Members", "ResponseReader", "Responses", "Run", "bench_settings", "member_env",
+           "offer", "preload", "read_responses", "run_children"]
+
+_MEMBER = [sys.executable, "-c", "from stream.app.cli import main; main()", "run"]
+_REFERENCE = [sys.executable, "-m", "stream.devtools.bench.reference"]
+
+
+def bench_settings(bootstrap: str, partitions: int = 8, **overrides: Any) -> Settings:
+    """Settings with topics and a group of their own on ``bootstrap``."""
+    suffix = uuid.uuid4().hex[:8]
+    return load_settings(
+        kafka_bootstrap_servers=bootstrap, group_id=f"bench-{suffix}",
+        inbound_topic=f"bench-in-{suffix}", response_topic=f"bench-out-{suffix}",
+        dlq_topic=f"bench-dlq-{suffix}", partitions=partitions, **overrides)
+
+
+def member_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a member process for ``settings`` (short group timeouts: a bench
+    should not wait out Kafka's production defaults to join)."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("CHATSTREAM_", "KAFKA_", "OTEL_"))}
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "CHATSTREAM_GROUP_ID": settings.group_id,
+        "CHATSTREAM_INBOUND_TOPIC": settings.inbound_topic,
+        "CHATSTREAM_RESPONSE_TOPIC": settings.response_topic,
+        "CHATSTREAM_DLQ_TOPIC": settings.dlq_topic,
+        "CHATSTREAM_PARTITIONS": str(settings.partitions),
+        "CHATSTREAM_KAFKA_SESSION_TIMEOUT_MS": "3000",
+        "CHATSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS": "600",
+        "CHATSTREAM_LOG_LEVEL": "WARNING",
+        "CHATSTREAM_WORKERS": "1",
+    })
+    env.update(extra or {})
+    return env
+
+
+async def preload(settings: Settings, events: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Publish ``events`` (keyed by channel) and wait for every ack; their ids in send order."""
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    ids: list[str] = []
+    try:
+        pending = []
+        for event in events:
+            ids.append(str(event["event_id"]))
+            pending.append(await producer.send(settings.inbound_topic, orjson.dumps(event),
+                                               key=str(event["channel_id"]).encode()))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return ids
+
+
+@dataclass
+class Responses:
+    """The response topic as read back: each response and its create time (ms)."""
+
+    values: list[dict[str, Any]] = field(default_factory=list)
+    timestamps_ms: list[int] = field(default_factory=list)
+
+    def steady_rate(self) -> float:
+        """Responses per second between the first and the last one."""
+        if len(self.timestamps_ms) < 2:
+            return 0.0
+        span_s = (max(self.timestamps_ms) - min(self.timestamps_ms)) / 1000
+        return (len(self.timestamps_ms) - 1) / span_s if span_s > 0 else float("inf")
+
+    def order_violations(self, sent: Mapping[str, tuple[str, int]]) -> int:
+        """Responses that came before a response to an earlier event of the same session.
+
+        ``sent`` maps an event id to (session, its position among the session's events)."""
+        last: dict[str, int] = {}
+        violations = 0
+        for value in self.values:
+            session, position = sent.get(value.get("in_reply_to", ""), ("", -1))
+            if position < last.get(session, -1):
+                violations += 1
+            last[session] = max(position, last.get(session, -1))
+        return violations
+
+
+async def read_responses(settings: Settings, expected: int, timeout_s: float) -> Responses:
+    """Read the response topic from the start until ``expected`` responses or the deadline."""
+    consumer = AIOKafkaConsumer(settings.response_topic,
+                                bootstrap_servers=settings.kafka_bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                fetch_max_wait_ms=100, max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    found = Responses()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(found.values) < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for records in batches.values():
+                for record in records:
+                    found.values.append(orjson.loads(record.value))
+                    found.timestamps_ms.append(record.timestamp)
+    finally:
+        await consumer.stop()
+    return found
+
+
+@dataclass
+class Run:
+    """What one set of member processes cost: CPU seconds, and the peak of their summed RSS
+    (MiB, members and their pool workers, sampled every 0.25 s)."""
+
+    cpu_s: float
+    peak_rss_mib: float
+    exit_codes: list[int]
+
+
+class Members:
+    """Member processes started together and stopped together (SIGTERM, then reaped)."""
+
+    def __init__(self, commands: list[list[str]], env: Mapping[str, str]) -> None:
+        self._before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.children = [subprocess.Popen(command, env=dict(env), stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL) for command in commands]
+        self.peak_rss_mib = 0.0
+        self._sampler = asyncio.get_running_loop().create_task(self._sample_rss())
+
+    async def _sample_rss(self) -> None:
+        # RUSAGE_CHILDREN's peak is the largest child ever waited for (the broker included), so
+        # the members' own peak is sampled: their processes and their pool workers, summed.
+        while True:
+            total = 0
+            for child in self.children:
+                with contextlib.suppress(psutil.Error):
+                    member = psutil.Process(child.pid)
+                    total += sum(p.memory_info().rss for p in (member, *member.children(True)))
+            self.peak_rss_mib = max(self.peak_rss_mib, total / 2**20)
+            await asyncio.sleep(0.25)
+
+    def died(self) -> bool:
+        return any(child.poll() is not None for child in self.children)
+
+    async def stop(self) -> Run:
+        self._sampler.cancel()
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        codes = [await asyncio.to_thread(_reap, child) for child in self.children]
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - self._before.ru_utime) + (after.ru_stime - self._before.ru_stime)
+        return Run(cpu, self.peak_rss_mib, codes)
+
+
+class ResponseReader:
+    """Reads the response topic from the start in the background, noting when each response
+    arrived (wall clock, for latencies from the bot's send time)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.received_at: dict[str, float] = {}
+        self.values: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def __aenter__(self) -> ResponseReader:
+        self._consumer = AIOKafkaConsumer(
+            self._settings.response_topic, bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=5)
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _read(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=10_000)
+            now = time.time()
+            for records in batches.values():
+                for record in records:
+                    value = orjson.loads(record.value)
+                    self.values.append(value)
+                    self.received_at.setdefault(value["in_reply_to"], now)
+
+    async def wait_for(self, count: int, timeout_s: float, members: Members | None = None
+                       ) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while len(self.received_at) < count:
+            if time.monotonic() > deadline or (members is not None and members.died()):
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+
+async def offer(settings: Settings, events: list[dict[str, Any]], rate: float,
+                progress: Callable[[int], None] | None = None) -> dict[str, float]:
+    """Publish ``events`` at ``rate`` per second (in 10 ms ticks, as a bot fleet would);
+    the wall-clock send time of each event id."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=1)
+    await producer.start()
+    sent_at: dict[str, float] = {}
+    try:
+        started, done = time.monotonic(), 0
+        while done < len(events):
+            due = min(len(events), int((time.monotonic() - started) * rate) + 1)
+            for event in events[done:due]:
+                sent_at[str(event["event_id"])] = time.time()
+                await producer.send(settings.inbound_topic, orjson.dumps(event),
+                                    key=str(event["channel_id"]).encode())
+            if progress is not None and due > done:
+                progress(due - done)
+            done = due
+            await asyncio.sleep(0.01)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent_at
+
+
+async def run_children(commands: list[list[str]], env: Mapping[str, str], settings: Settings,
+                       expected: int, timeout_s: float,
+                       on_started: Callable[[list[int]], None] | None = None
+                       ) -> tuple[Responses, Run]:
+    """Start the processes, wait until ``expected`` responses exist (or the deadline), stop
+    them with SIGTERM, and read the responses back."""
+    members = Members(commands, env)
+    if on_started is not None:
+        on_started([child.pid for child in members.children])
+    try:
+        responses = await _wait_for_responses(settings, expected, timeout_s, members.children)
+    finally:
+        run = await members.stop()
+    return responses, run
+
+
+def _reap(child: subprocess.Popen[bytes]) -> int:
+    try:
+        return child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        return child.wait(timeout=10)
+
+
+async def _wait_for_responses(settings: Settings, expected: int, timeout_s: float,
+                              children: list[subprocess.Popen[bytes]]) -> Responses:
+    deadline = time.monotonic() + timeout_s
+    consumer = AIOKafkaConsumer(settings.response_topic,
+                                bootstrap_servers=settings.kafka_bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                fetch_max_wait_ms=200)
+    await consumer.start()
+    seen = 0
+    try:
+        while seen < expected and time.monotonic() < deadline:
+            if any(child.poll() is not None for child in children):
+                break  # a member died: report what there is
+            batches = await consumer.getmany(timeout_ms=500, max_records=50_000)
+            seen += sum(len(records) for records in batches.values())
+    finally:
+        await consumer.stop()
+    return await read_responses(settings, min(seen, expected), timeout_s=60)
+
+
+def reference_command() -> list[str]:
+    return list(_REFERENCE)
+
+
+def member_command() -> list[str]:
+    return list(_MEMBER)

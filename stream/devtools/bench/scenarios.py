@@ -1,0 +1,282 @@
+"""The benchmark scenarios. Each returns rows of figures and the targets it checks.
+
+Every scenario runs on a fresh embedded broker, is bounded in events and time, and compares
+against a reference measured in the same run (the machines are shared: only ratios travel).
+Members run as ``chatstream run`` child processes configured through the environment.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infra.broker import EmbeddedBroker
+from stream.devtools.bench.harness import (
+    Members,
+    ResponseReader,
+    bench_settings,
+    member_command,
+    member_env,
+    offer,
+    preload,
+    reference_command,
+    run_children,
+)
+from stream.observability.stats import percentile
+
+__all__ = ["SCENARIOS", "ScenarioResult", "backlog"]
+
+Note = Callable[[str], None]
+_IO_PLUGIN = "stream.devtools.bench.steps:io_step"
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+
+    def target(self, what: str, figure: float, goal: float, higher_is_better: bool = True,
+               unit: str = "") -> None:
+        met = figure >= goal if higher_is_better else figure <= goal
+        self.targets.append({"scenario": self.name, "target": what, "figure": round(figure, 3),
+                             "goal": goal, "unit": unit, "met": met,
+                             "higher_is_better": higher_is_better})
+
+
+def backlog(count: int, sessions: int, seed: int = 7, *, critical_share: float = 0.0,
+            session_of: Callable[[random.Random, int], int] | None = None
+            ) -> list[dict[str, Any]]:
+    """``count`` small events over ``sessions`` channels (one user each); a ``critical_share``
+    of them marked critical and the rest low when it is set."""
+    rng = random.Random(seed)
+    events = []
+    for i in range(count):
+        session = session_of(rng, i) if session_of is not None else i % sessions
+        event: dict[str, Any] = {
+            "event_id": str(uuid.UUID(int=rng.getrandbits(128))), "bot_id": "bench",
+            "channel_id": f"c{session}", "user_id": f"u{session}",
+            "content": f"hello number {i}, how is my order doing?"}
+        if critical_share:
+            event["priority"] = "critical" if rng.random() < critical_share else "low"
+        events.append(event)
+    return events
+
+
+def positions(events: list[dict[str, Any]]) -> dict[str, tuple[str, int]]:
+    """Event id -> (session, index among the session's events): for order checks."""
+    seen: dict[str, int] = {}
+    result = {}
+    for event in events:
+        session = f"{event['bot_id']}/{event['channel_id']}/{event['user_id']}"
+        result[event["event_id"]] = (session, seen.get(session, 0))
+        seen[session] = seen.get(session, 0) + 1
+    return result
+
+
+async def drain(bootstrap: str, events: list[dict[str, Any]], extra_env: dict[str, str],
+                timeout_s: float, command: list[str] | None = None,
+                profile: Path | None = None) -> dict[str, Any]:
+    """Preload ``events``, run one member (or ``command``) until all are answered; figures."""
+    settings = bench_settings(bootstrap)
+    await preload(settings, events)
+    responses, run = await run_children([command or member_command()],
+                                        member_env(settings, extra_env), settings, len(events),
+                                        timeout_s, on_started=_profiler(profile))
+    answered = len(responses.values)
+    return {"events": len(events), "answered": answered,
+            "steady_rate": round(responses.steady_rate(), 1), "cpu_s": round(run.cpu_s, 2),
+            "cpu_us_per_event": round(run.cpu_s / max(answered, 1) * 1e6, 1),
+            "peak_rss_mib": round(run.peak_rss_mib, 1),
+            "order_violations": responses.order_violations(positions(events)),
+            "exit_codes": run.exit_codes}
+
+
+def _profiler(path: Path | None) -> Callable[[list[int]], None] | None:
+    if path is None:
+        return None
+    import shutil
+    import subprocess
+
+    def attach(pids: list[int]) -> None:
+        if shutil.which("py-spy") is not None:
+            subprocess.Popen(["py-spy", "record", "--format", "raw", "--nonblocking", "--rate",
+                              "200", "-o", str(path), "--pid", str(pids[0])],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return attach
+
+
+async def passthrough(note: Note, profile_dir: Path | None = None, events: int = 50_000
+                      ) -> ScenarioResult:
+    """One reply step, session scope channel: the member's fixed cost per event against the
+    minimal aiokafka loop, on a 50,000-event backlog over 1,000 channels."""
+    result = ScenarioResult("passthrough")
+    work = backlog(events, 1_000)
+    member = {"CHATSTREAM_PROCESSORS": "reply", "CHATSTREAM_SESSION_SCOPE": "channel"}
+    with EmbeddedBroker() as broker:
+        note("passthrough: minimal aiokafka loop")
+        reference = await drain(broker.bootstrap_servers, work, {}, 120, reference_command())
+        note("passthrough: chatstream, 1 worker")
+        one = await drain(broker.bootstrap_servers, work, member, 180, profile=(
+            profile_dir / "passthrough.raw.txt" if profile_dir else None))
+    result.rows += [{"run": "minimal aiokafka loop", **reference},
+                    {"run": "chatstream, 1 worker", **one}]
+    result.target("passthrough: 1 worker / minimal loop",
+                  one["steady_rate"] / max(reference["steady_rate"], 1e-9), 1.0, unit="x")
+    return result
+
+
+async def scale(note: Note, profile_dir: Path | None = None, events: int = 50_000
+                ) -> ScenarioResult:
+    """The passthrough backlog with ``--workers 2`` against one worker."""
+    result = ScenarioResult("scale")
+    work = backlog(events, 1_000)
+    member = {"CHATSTREAM_PROCESSORS": "reply", "CHATSTREAM_SESSION_SCOPE": "channel"}
+    with EmbeddedBroker() as broker:
+        note("scale: 1 worker")
+        one = await drain(broker.bootstrap_servers, work, member, 180)
+        note("scale: 2 workers")
+        two = await drain(broker.bootstrap_servers, work, member, 180,
+                          [*member_command(), "--workers", "2"])
+    result.rows += [{"run": "1 worker", **one}, {"run": "2 workers", **two}]
+    result.target("scale: 2 workers / 1 worker (passthrough)",
+                  two["steady_rate"] / max(one["steady_rate"], 1e-9), 1.6, unit="x")
+    return result
+
+
+async def io_bound(note: Note, profile_dir: Path | None = None) -> ScenarioResult:
+    """A 20 ms I/O step over 1,000 sessions, fixed and jittered (x U(0.5, 1.5)): the concurrent
+    engine against the basic path, with order violations counted per session."""
+    result = ScenarioResult("io-bound")
+    with EmbeddedBroker() as broker:
+        for jitter in ("0", "0.5"):
+            for engine, count in (("concurrent", 20_000), ("basic", 2_000)):
+                note(f"io-bound: {engine}, jitter {jitter}")
+                env = {"CHATSTREAM_PROCESSORS": "reply", "CHATSTREAM_PROCESSOR_PLUGINS": _IO_PLUGIN,
+                       "CHATSTREAM_BENCH_IO_MS": "20", "CHATSTREAM_BENCH_IO_JITTER": jitter,
+                       "CHATSTREAM_MAX_IN_FLIGHT": "1000",
+                       "ENABLE_CONCURRENT_CONVERSATION_MANAGER": str(engine == "concurrent")}
+                figures = await drain(broker.bootstrap_servers, backlog(count, 1_000), env, 120)
+                result.rows.append({"run": f"{engine}, 20 ms x U({1 - float(jitter):g}, "
+                                           f"{1 + float(jitter):g})", **figures})
+    jittered = {row["run"].split(",")[0]: row for row in result.rows if "0.5" in row["run"]}
+    rate, basic = jittered["concurrent"]["steady_rate"], jittered["basic"]["steady_rate"]
+    result.target("io-bound jittered: concurrent rate", rate, 10_000, unit="ev/s")
+    result.target("io-bound jittered: concurrent / basic", rate / max(basic, 1e-9), 50, unit="x")
+    result.target("io-bound: order violations (all runs)",
+                  sum(row["order_violations"] for row in result.rows), 0, higher_is_better=False)
+    return result
+
+
+async def offered(bootstrap: str, events: list[dict[str, Any]], rate: float,
+                  env: dict[str, str], note: Note, settle_s: float = 30
+                  ) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """Run one member, offer ``events`` at ``rate``; send and receive times and costs."""
+    settings = bench_settings(bootstrap)
+    await preload(settings, [])
+    members = Members([member_command()], member_env(settings, env))
+    async with ResponseReader(settings) as reader:
+        ready = await _wait_ready(settings, members)
+        note(f"offering {len(events)} events at {rate:.0f}/s (member ready: {ready})")
+        sent_at = await offer(settings, events, rate)
+        await reader.wait_for(len(events) + 1, settle_s, members)  # + the readiness probe
+        received = dict(reader.received_at)
+    run = await members.stop()
+    return sent_at, received, {"cpu_s": round(run.cpu_s, 2),
+                               "peak_rss_mib": round(run.peak_rss_mib, 1)}
+
+
+async def _wait_ready(settings: Any, members: Members, timeout_s: float = 30) -> bool:
+    """Wait until the member answers a probe event (it has joined and owns partitions)."""
+    probe = backlog(1, 1, seed=1)
+    probe[0]["content"] = "probe"
+    async with ResponseReader(settings) as reader:
+        await preload(settings, probe)
+        return await reader.wait_for(1, timeout_s, members)
+
+
+def latency_figures(sent_at: dict[str, float], received: dict[str, float],
+                    ids: list[str] | None = None) -> dict[str, float]:
+    keys = [i for i in (ids if ids is not None else list(sent_at)) if i in received]
+    waits = [(received[i] - sent_at[i]) * 1000 for i in keys]
+    return {"answered": len(waits), "p50_ms": round(percentile(waits, 50), 1),
+            "p95_ms": round(percentile(waits, 95), 1), "p99_ms": round(percentile(waits, 99), 1),
+            "max_ms": round(max(waits, default=0.0), 1)}
+
+
+async def latency(note: Note, profile_dir: Path | None = None, rate: float = 2_000,
+                  seconds: float = 10) -> ScenarioResult:
+    """The full default pipeline at 2,000 events/s offered for 10 s: latency from the bot's
+    send to the response's arrival at the bot."""
+    result = ScenarioResult("latency")
+    events = backlog(int(rate * seconds), 1_000, seed=11)
+    with EmbeddedBroker() as broker:
+        sent_at, received, costs = await offered(broker.bootstrap_servers, events, rate, {}, note)
+    figures = latency_figures(sent_at, received)
+    result.rows.append({"run": f"full pipeline, {rate:.0f}/s offered for {seconds:.0f} s",
+                        "events": len(events), **figures, **costs})
+    result.target("latency: p99 at 2,000 ev/s, full pipeline", figures["p99_ms"]
+                  if figures["answered"] == len(events) else float("inf"), 25,
+                  higher_is_better=False, unit="ms")
+    return result
+
+
+async def priority(note: Note, profile_dir: Path | None = None) -> ScenarioResult:
+    """3x overload (a 20 ms step, 20 in flight: 1,000/s of capacity; 3,000/s offered for 4 s),
+    5% critical and the rest low: critical p99 against low p99."""
+    result = ScenarioResult("priority")
+    events = backlog(12_000, 1_000, seed=13, critical_share=0.05)
+    env = {"CHATSTREAM_PROCESSORS": "reply", "CHATSTREAM_PROCESSOR_PLUGINS": _IO_PLUGIN,
+           "CHATSTREAM_BENCH_IO_MS": "20", "CHATSTREAM_MAX_IN_FLIGHT": "20",
+           "CHATSTREAM_MAX_BUFFERED": "20000"}
+    with EmbeddedBroker() as broker:
+        sent_at, received, costs = await offered(broker.bootstrap_servers, events, 3_000, env,
+                                                 note, settle_s=60)
+    by_level = {level: [e["event_id"] for e in events if e["priority"] == level]
+                for level in ("critical", "low")}
+    figures = {level: latency_figures(sent_at, received, ids) for level, ids in by_level.items()}
+    for level, row in figures.items():
+        result.rows.append({"run": f"{level} ({len(by_level[level])} events)", **row, **costs})
+    share = figures["critical"]["p99_ms"] / max(figures["low"]["p99_ms"], 1e-9)
+    result.target("priority: critical p99 / low p99 under 3x overload", share, 0.1,
+                  higher_is_better=False, unit="x")
+    return result
+
+
+async def cache(note: Note, profile_dir: Path | None = None) -> ScenarioResult:
+    """Zipf-distributed conversations through the memory step (engine only): the context
+    cache's hit ratio, and the step's latency with the cache cut to one entry."""
+    from stream.devtools.bench.engine_only import memory_run
+
+    result = ScenarioResult("cache")
+    for label, size in (("cache on (5,000 entries)", 5_000), ("cache off (1 entry)", 1)):
+        note(f"cache: {label}")
+        result.rows.append({"run": label, **await memory_run(size)})
+    result.target("cache: hit ratio on the Zipf workload", result.rows[0]["hit_ratio"], 0.7)
+    return result
+
+
+async def full(note: Note, profile_dir: Path | None = None, events: int = 20_000
+               ) -> ScenarioResult:
+    """Drain a backlog with every real processor (emotion, memory, thread, reply) over 1,000
+    sessions and 5,000 cache entries; peak RSS of the member."""
+    result = ScenarioResult("full")
+    with EmbeddedBroker() as broker:
+        note("full: default pipeline")
+        figures = await drain(broker.bootstrap_servers, backlog(events, 1_000, seed=17), {}, 150,
+                              profile=profile_dir / "full.raw.txt" if profile_dir else None)
+    result.rows.append({"run": "default pipeline", **figures})
+    result.target("full pipeline: drain rate", figures["steady_rate"], 5_000, unit="ev/s")
+    result.target("full pipeline: peak RSS of the member", figures["peak_rss_mib"], 250,
+                  higher_is_better=False, unit="MiB")
+    return result
+
+
+SCENARIOS: dict[str, Callable[..., Any]] = {
+    "passthrough": passthrough, "io-bound": io_bound, "latency": latency,
+    "priority": priority, "cache": cache, "scale": scale, "full": full,
+}

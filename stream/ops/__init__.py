@@ -1,0 +1,1 @@
+"""Operator commands: dead-letter inspection and replay, the configuration reference."""
