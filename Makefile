@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/mypy stream processors schemas infra
 
 bench: $(STAMP)
-	$(BIN)/chatstream bench
+	$(BIN)/chatstream bench all --docs docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -10,9 +10,16 @@ from schemas.context import ProcessorContext, SessionUpdate
 
 
 class ExecutionKind(StrEnum):
-    """Where a processor runs: on the event loop, in the thread pool, or in the process pool."""
+    """Where a processor runs.
+
+    ASYNC: a coroutine on the event loop. INLINE: a plain function called on the event loop,
+    for CPU steps of tens of microseconds, where a hop to a pool would cost more than the step
+    (it blocks the loop while it runs and cannot be timed out). THREAD: the thread pool, for
+    blocking I/O. PROCESS: the process pool, for CPU steps long enough to pay for the hop.
+    """
 
     ASYNC = "async"
+    INLINE = "inline"
     THREAD = "thread"
     PROCESS = "process"
 

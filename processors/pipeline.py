@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from processors.base import (
     ExecutionKind,
@@ -21,6 +21,7 @@ from processors.base import (
     UpdatesSession,
 )
 from processors.deadline import Deadline, within
+from processors.observers import NullObserver, PipelineObserver
 from processors.outcomes import StepStats, as_json, describe_error
 from processors.reply import REPLY_KEY
 from processors.resilience import CircuitBreaker, RetryPolicy
@@ -34,24 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PipelineResult = tuple[str | None, dict[str, ProcessorOutcome], list[str]]
-
-
-class PipelineObserver(Protocol):
-    """Tracing hook. Called on the event loop; must not block. Exceptions are logged and ignored."""
-
-    def on_attempt(self, name: str, attempt: int, error: BaseException | None) -> None: ...
-
-    def on_outcome(self, name: str, outcome: ProcessorOutcome) -> None: ...
-
-
-class NullObserver:
-    """The default observer: does nothing."""
-
-    def on_attempt(self, name: str, attempt: int, error: BaseException | None) -> None:
-        return None
-
-    def on_outcome(self, name: str, outcome: ProcessorOutcome) -> None:
-        return None
 
 
 @dataclass(slots=True)
@@ -193,9 +176,8 @@ class ProcessorPipeline:
         deadline = Deadline(processor.timeout_s)
         status, data, error = ProcessorStatus.OK, {}, None
         try:
-            work = (self._with_retries(processor, context, attempts) if resilient
-                    else self._attempt(processor, context, attempts))
-            data = await within(work, deadline)
+            data = await within(self._attempts(processor, context, attempts, resilient),
+                                deadline)
         except TimeoutError as exc:
             # Only our own deadline is a timeout; a TimeoutError raised by the step is a failure.
             expired = deadline.expired()
@@ -212,15 +194,29 @@ class ProcessorPipeline:
                                                 attempts=max(attempts.count, 1),
                                                 duration_ms=round(elapsed_ms, 3))
 
-    async def _with_retries(
-        self, processor: Processor, context: ProcessorContext, attempts: _Attempts
-    ) -> dict[str, Any]:
-        # Call first: the retry machinery is built only once an attempt failed transiently.
+    async def _attempts(self, processor: Processor, context: ProcessorContext,
+                        attempts: _Attempts, resilient: bool) -> dict[str, Any]:
+        """The step's data: a first attempt, then (resilient only) the retries of a transient
+        failure. The retry machinery is built only once an attempt failed, and the first
+        attempt of an ASYNC or INLINE step runs here, with no coroutine of its own."""
         started = time.monotonic()
+        attempts.count, attempts.open = 1, True
         try:
-            return await self._attempt(processor, context, attempts)
-        except TransientProcessorError:
-            if self._retry.retries < 1:
+            kind = processor.kind
+            if kind is ExecutionKind.INLINE:
+                data = processor.process(context)
+            elif kind is ExecutionKind.ASYNC:
+                data = await processor.process(context)  # type: ignore[misc]
+            else:
+                data = await self._invoke(processor, context)
+            data = self._checked(processor, data, attempts)
+            return data
+        except Exception as exc:
+            if attempts.open:
+                attempts.open = False
+                self._notify("on_attempt", processor.name, attempts.count, exc)
+            if not resilient or self._retry.retries < 1 or not isinstance(
+                    exc, TransientProcessorError):
                 raise
         budget_s = processor.timeout_s - (time.monotonic() - started)
         async for attempt in await self._retry.after_first_failure(budget_s):
@@ -235,10 +231,19 @@ class ProcessorPipeline:
         attempts.open = True
         try:
             data = await self._invoke(processor, context)
+        except Exception as exc:
+            attempts.open = False
+            self._notify("on_attempt", processor.name, attempts.count, exc)
+            raise
+        return self._checked(processor, data, attempts)
+
+    def _checked(self, processor: Processor, data: Any, attempts: _Attempts) -> dict[str, Any]:
+        """``data`` as a JSON dict, the attempt reported; TypeError (reported) otherwise."""
+        try:
             if not isinstance(data, dict):
                 raise TypeError(f"process() returned {type(data).__name__}, expected dict")
             data = as_json(data)
-        except Exception as exc:
+        except TypeError as exc:
             attempts.open = False
             self._notify("on_attempt", processor.name, attempts.count, exc)
             raise
@@ -247,6 +252,8 @@ class ProcessorPipeline:
         return data
 
     async def _invoke(self, processor: Processor, context: ProcessorContext) -> Any:
+        if processor.kind is ExecutionKind.INLINE:
+            return processor.process(context)
         if processor.kind is ExecutionKind.ASYNC:
             return await processor.process(context)  # type: ignore[misc]
         if processor.kind is ExecutionKind.THREAD:

@@ -37,6 +37,21 @@ class Settings(BaseSettings):
         "chatstream", validation_alias=_env("CHATSTREAM_GROUP_ID"), min_length=1,
         description="consumer group the members join",
     )
+    group_instance_id: str | None = Field(
+        None, validation_alias=_env("CHATSTREAM_GROUP_INSTANCE_ID"), min_length=1,
+        description="static group membership (e.g. the pod name): a member restarted within "
+        "the session timeout gets its partitions back without a rebalance",
+    )
+    changelog: bool = Field(
+        True, validation_alias=_env("CHATSTREAM_CHANGELOG"),
+        description="keep each session's state in the changelog topic, so conversations "
+        "survive hand-overs and crashes (one more record per answer)",
+    )
+    changelog_topic: str = Field(
+        "chat.sessions", validation_alias=_env("CHATSTREAM_CHANGELOG_TOPIC"), min_length=1,
+        description="compacted topic holding each session's state, co-partitioned with the "
+        "inbound topic",
+    )
     inbound_topic: str = Field(
         "chat.inbound", validation_alias=_env("CHATSTREAM_INBOUND_TOPIC"), min_length=1,
         description="topic the bots publish chat events to",
@@ -78,6 +93,13 @@ class Settings(BaseSettings):
     producer_linger_ms: int = Field(
         5, ge=0, le=1000, validation_alias=_env("CHATSTREAM_PRODUCER_LINGER_MS"),
         description="how long the producer waits to fill a batch",
+    )
+    producer_max_batch_bytes: int = Field(
+        262_144, ge=16_384, le=16_777_216,
+        validation_alias=_env("CHATSTREAM_PRODUCER_MAX_BATCH_BYTES"),
+        description="largest batch per partition; once one is full, sends to that partition "
+        "wait for it to drain, so a small batch throttles a busy member (keep it under the "
+        "broker's message.max.bytes)",
     )
     producer_acks: Literal["all", "1", "0"] = Field(
         "all", validation_alias=_env("CHATSTREAM_PRODUCER_ACKS"),
@@ -247,6 +269,12 @@ class Settings(BaseSettings):
     workers: int = Field(
         _CPUS, ge=1, le=256, validation_alias=_env("CHATSTREAM_WORKERS"),
         description="group members `chatstream run` starts under one supervisor",
+    )
+    processor_kinds: str = Field(
+        "emotion=inline,memory=inline", validation_alias=_env("CHATSTREAM_PROCESSOR_KINDS"),
+        description="where steps run, name=inline|thread|process comma-separated; inline "
+        "steps run on the event loop (VADER and the memory index take microseconds, a pool "
+        "hop hundreds); unnamed steps keep their own kind",
     )
     builtin_processors: str = Field(
         "emotion,memory,thread,reply", validation_alias=_env("CHATSTREAM_PROCESSORS"),

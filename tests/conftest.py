@@ -52,6 +52,7 @@ def settings_for(kafka_broker: BrokerHandle):  # type: ignore[no-untyped-def]
             "inbound_topic": f"in-{suffix}",
             "response_topic": f"out-{suffix}",
             "dlq_topic": f"dlq-{suffix}",
+            "changelog_topic": f"sessions-{suffix}",
             "partitions": 4,
             "session_timeout_ms": 3000,
             "heartbeat_interval_ms": 600,

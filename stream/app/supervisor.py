@@ -3,8 +3,9 @@
 Rules, in the order they apply:
 1. Each member is a ``chatstream run`` child with ``CHATSTREAM_WORKERS=1`` (so it runs in
    process); with ``CHATSTREAM_HTTP_PORT`` P > 0, member i serves on P + i (0 stays 0: each
-   picks a free port). Children are asked to die with the supervisor (Linux parent-death
-   signal), so a killed supervisor leaves no orphan consuming.
+   picks a free port); with ``CHATSTREAM_GROUP_INSTANCE_ID`` I, member i is ``I-i``.
+   Children are asked to die with the supervisor (Linux parent-death signal), so a killed
+   supervisor leaves no orphan consuming.
 2. SIGTERM and SIGINT are forwarded to every member; the supervisor then waits for them to
    drain and exits 0 if they all exited 0.
 3. A member that exits while the supervisor is not stopping is restarted, after a backoff
@@ -82,6 +83,9 @@ class Supervisor:
         port = env.get("CHATSTREAM_HTTP_PORT", "")
         if port.isdigit() and int(port) > 0:
             env["CHATSTREAM_HTTP_PORT"] = str(int(port) + index)
+        # Two members with one instance id would fence each other out of the group.
+        if env.get("CHATSTREAM_GROUP_INSTANCE_ID"):
+            env["CHATSTREAM_GROUP_INSTANCE_ID"] += f"-{index}"
         return env
 
     def _start(self, member: _Member) -> None:

@@ -6,9 +6,10 @@ The journey of one event is composed here and in ``stream.kafka.member``: consum
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
-from processors.base import Processor
+from processors.base import ExecutionKind, Processor
 from processors.cache import ContextCache
 from processors.pipeline import ProcessorPipeline
 from processors.registry import ProcessorRegistry, default_processors
@@ -36,8 +37,9 @@ def build_pipeline(settings: Settings, processors: Sequence[Processor] | None = 
 
 def selected_processors(settings: Settings, cache: ContextCache) -> list[Processor]:
     """The built-ins named by CHATSTREAM_PROCESSORS, then the plugins' processors; a plugin
-    processor named like a built-in takes its place. Raises ``SettingsError`` for an unknown
-    built-in name."""
+    processor named like a built-in takes its place; CHATSTREAM_PROCESSOR_KINDS may move a
+    step between the loop and the pools. Raises ``SettingsError`` for an unknown built-in name
+    or a kind that does not fit the step."""
     names = [name.strip() for name in settings.builtin_processors.split(",") if name.strip()]
     try:
         builtins = default_processors(settings, cache, names)
@@ -45,10 +47,37 @@ def selected_processors(settings: Settings, cache: ContextCache) -> list[Process
         raise SettingsError(f"invalid CHATSTREAM_PROCESSORS: {exc}") from None
     plugins = load_plugin_processors(settings)
     replaced = {plugin.name for plugin in plugins}
-    registry = ProcessorRegistry(p for p in builtins if p.name not in replaced)
-    for plugin in plugins:
-        registry.register(plugin)
+    kinds = _kinds(settings.processor_kinds)
+    registry = ProcessorRegistry()
+    for processor in [p for p in builtins if p.name not in replaced] + plugins:
+        registry.register(_with_kind(processor, kinds.get(processor.name)))
     return registry.processors()
+
+
+def _kinds(text: str) -> dict[str, ExecutionKind]:
+    kinds: dict[str, ExecutionKind] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, _, kind = entry.partition("=")
+        try:
+            kinds[name.strip()] = ExecutionKind(kind.strip())
+        except ValueError:
+            raise SettingsError(
+                f"invalid CHATSTREAM_PROCESSOR_KINDS entry {entry!r}: expected name=kind with "
+                f"kind one of {', '.join(k.value for k in ExecutionKind)}") from None
+    return kinds
+
+
+def _with_kind(processor: Processor, kind: ExecutionKind | None) -> Processor:
+    """``processor`` set to run as ``kind`` (itself when None or unchanged); a kind that does
+    not fit its ``process`` (a coroutine runs only as async) is a configuration error."""
+    if kind is None or kind is processor.kind:
+        return processor
+    if (kind is ExecutionKind.ASYNC) != (processor.kind is ExecutionKind.ASYNC):
+        raise SettingsError(f"CHATSTREAM_PROCESSOR_KINDS: {processor.name} cannot run as "
+                            f"{kind.value} (its process() is {processor.kind.value})")
+    changed = copy.copy(processor)
+    object.__setattr__(changed, "kind", kind)
+    return changed
 
 
 def build_engine(settings: Settings, sink: Sink | None = None,

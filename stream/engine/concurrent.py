@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from typing import Any, Protocol
 
 from processors.cache import ContextCache, run_cache_cleaner
@@ -22,8 +22,9 @@ from schemas.context import ProcessorContext, SessionUpdate
 from schemas.events import ChatEvent, ProcessorOutcome, ResponseEvent
 from stream.engine.answer import answer
 from stream.engine.scheduler import PriorityScheduler
+from stream.engine.session_documents import to_document
 from stream.engine.sessions import SessionKey, SessionRegistry, SessionState
-from stream.engine.sink import Sink, WaiterSink
+from stream.engine.sink import SessionLog, Sink, WaiterSink
 from stream.engine.waiting import WaitingLine
 from stream.engine.work import EngineStopped, WorkItem, admit, wait_for_idle
 from stream.observability.stats import ServedStats
@@ -79,6 +80,7 @@ class ConcurrentConversationManager:
         self._accepting = True  # False from the start of stop(): submit refuses new events
         self._closed = False  # True once stop() has drained: nothing new starts
         self._served = ServedStats(clock())
+        self._session_log: SessionLog | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -179,6 +181,8 @@ class ConcurrentConversationManager:
                 update = self._pipeline.session_update(response.analysis)
                 state.record(item.event, thread_id=update.thread_id,
                              new_thread=update.new_thread, emotion=update.emotion, now=now)
+                if self._session_log is not None:
+                    item.session_state = to_document(state)
 
             response = await answer(item, state.snapshot(), self._pipeline.run, self._sink,
                                     self._clock, record)
@@ -193,6 +197,22 @@ class ConcurrentConversationManager:
                 self._idle.set()
 
     # -- partitions and sessions -------------------------------------------------------------
+
+    def attach_session_log(self, log: SessionLog) -> None:
+        """From now on each answered item carries its session's document
+        (``item.session_state``) and each session that ends for good is reported to ``log``."""
+        self._session_log = log
+        self._sessions.on_dropped = log.dropped
+
+    def restore_sessions(self, states: Iterable[SessionState], partition: Hashable) -> int:
+        """Install sessions restored from the changelog for ``partition`` before any of its
+        events is admitted; a session already live is kept. Returns how many were installed."""
+        now = self._clock()
+        installed = 0
+        for state in states:
+            state.partition = partition
+            installed += self._sessions.restore(state, now, self._is_busy)
+        return installed
 
     def release_partitions(self, partitions: Collection[Hashable]) -> list[WorkItem]:
         """Forget queued work and idle sessions of revoked partitions; return the dropped items.

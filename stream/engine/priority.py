@@ -84,9 +84,29 @@ _NEGATIVE = re.compile(
 _SHOUT_MIN_LETTERS = 8
 _SHOUT_UPPER_RATIO = 0.7
 
+# Every crisis pattern above contains one of these, lower-case: a text holding none of them
+# cannot match, and most messages hold none, so the long pattern runs for few of them. When a
+# pattern changes, its trigger belongs here (a property test checks the two agree).
+_CRISIS_TRIGGERS = (
+    "self", "suicid", "end", "take", "die", "want", "liv", "emergency", "help", "call", "kill",
+    "shoot", "stab", "murder", "hurt", "attack", "strangle", "bomb", "gun", "knife", "heart",
+    "breath", "overdos", "unconscious", "seizure", "chest", "anaphyla", "bleed", "harm",
+)
+# Characters re.IGNORECASE matches to an ASCII letter that str.lower() does not turn into it.
+_IGNORECASE_TO_ASCII = str.maketrans({"\u0131": "i", "\u017f": "s", "\u0130": "i"})
+
+
+def may_be_crisis(text: str) -> bool:
+    """False only when ``text`` cannot match the crisis patterns (a cheap prefilter)."""
+    folded = text.lower()
+    if not folded.isascii():
+        folded = folded.translate(_IGNORECASE_TO_ASCII)
+    return any(trigger in folded for trigger in _CRISIS_TRIGGERS)
+
+
 def is_crisis(text: str) -> bool:
     """True when ``text`` contains crisis language (rule 2)."""
-    return _CRISIS.search(text) is not None
+    return may_be_crisis(text) and _CRISIS.search(text) is not None
 
 
 def _is_shouting(text: str) -> bool:

@@ -131,6 +131,13 @@ class BasicEngine:
                 await asyncio.gather(*self._workers.values(), return_exceptions=True)
         self._pipeline.close()
 
+    def attach_session_log(self, log: Any) -> None:
+        """No sessions here: nothing to log."""
+
+    def restore_sessions(self, states: Any, partition: Hashable) -> int:
+        """No sessions here: nothing is restored."""
+        return 0
+
     def pool_usage(self) -> dict[str, dict[str, float]]:
         return self._pipeline.pool_usage()
 

@@ -142,7 +142,8 @@ class SessionRegistry:
     a session that just recorded a message is never expired.
     """
 
-    __slots__ = ("_channels", "_evictions", "_history", "_idle", "_max", "_seen", "_states")
+    __slots__ = ("_channels", "_evictions", "_history", "_idle", "_max", "_seen", "_states",
+                 "on_dropped")
 
     def __init__(self, *, max_sessions: int, idle_timeout_s: float, history_size: int) -> None:
         if max_sessions < 1:
@@ -158,6 +159,9 @@ class SessionRegistry:
         self._seen: OrderedDict[SessionKey, float] = OrderedDict()  # least recently seen first
         self._channels: Counter[tuple[str, str]] = Counter()
         self._evictions = 0
+        # Told of each session that ends for good (expired or evicted, not released): the
+        # changelog writes its tombstone.
+        self.on_dropped: Callable[[SessionState], None] | None = None
 
     def get_or_create(self, key: SessionKey, now: float, is_busy: IsBusy) -> SessionState | None:
         """The session for ``key``, created if needed, and marked as seen at ``now``.
@@ -174,6 +178,19 @@ class SessionRegistry:
             self._channels[(state.bot_id, state.channel_id)] += 1
         self._mark_seen(state, now)
         return state
+
+    def restore(self, state: SessionState, now: float, is_busy: IsBusy) -> bool:
+        """Install a session restored from the changelog, unless one with its key is already
+        live (the live one is newer). On a full registry it evicts as ``get_or_create`` does;
+        False when it could not be installed."""
+        if state.key in self._states:
+            return False
+        if len(self._states) >= self._max and not self._evict_one(is_busy):
+            return False
+        self._states[state.key] = state
+        self._channels[(state.bot_id, state.channel_id)] += 1
+        self._mark_seen(state, now)
+        return True
 
     def get(self, key: SessionKey) -> SessionState | None:
         """The session for ``key`` if it exists; does not count as activity."""
@@ -201,7 +218,7 @@ class SessionRegistry:
             if self._states[key].last_activity < cutoff and not is_busy(key):
                 expired.append(key)
         for key in expired:
-            self._remove(key)
+            self._dropped(self._remove(key))
         return expired
 
     def release(self, predicate: Callable[[SessionKey], bool]) -> list[SessionKey]:
@@ -256,14 +273,19 @@ class SessionRegistry:
         victim = next((key for key in self._seen if not is_busy(key)), None)
         if victim is None:
             return False
-        self._remove(victim)
+        self._dropped(self._remove(victim))
         self._evictions += 1
         return True
 
-    def _remove(self, key: SessionKey) -> None:
+    def _dropped(self, state: SessionState) -> None:
+        if self.on_dropped is not None:
+            self.on_dropped(state)
+
+    def _remove(self, key: SessionKey) -> SessionState:
         state = self._states.pop(key)
         del self._seen[key]
         channel = (state.bot_id, state.channel_id)
         self._channels[channel] -= 1
         if not self._channels[channel]:
             del self._channels[channel]
+        return state

@@ -20,11 +20,20 @@ import asyncio
 from typing import Protocol
 
 from schemas.events import ResponseEvent
+from stream.engine.sessions import SessionState
 from stream.engine.work import WorkItem
 from stream.observability.counters import EventCounters
 from stream.observability.tracing import end_process_span
 
-__all__ = ["Sink", "WaiterSink"]
+__all__ = ["SessionLog", "Sink", "WaiterSink"]
+
+
+class SessionLog(Protocol):
+    """Where sessions that end for good (expired, evicted) are reported: the changelog writes
+    their tombstones. Sessions released on a hand-over are not reported: their state stays
+    for the partition's next owner."""
+
+    def dropped(self, state: SessionState) -> None: ...
 
 
 class Sink(Protocol):

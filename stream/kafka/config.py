@@ -47,9 +47,12 @@ def common_client_config(settings: Settings, client_id: str) -> dict[str, Any]:
 
 
 def consumer_config(settings: Settings, client_id: str = "chatstream-consumer") -> dict[str, Any]:
-    """Consumer arguments: manual commits, earliest reset, a short fetch wait for low latency."""
+    """Consumer arguments: manual commits, earliest reset, a short fetch wait for low latency;
+    static membership when ``group_instance_id`` is set."""
+    static = {"group_instance_id": settings.group_instance_id} if settings.group_instance_id else {}
     return {
         **common_client_config(settings, client_id),
+        **static,
         "group_id": settings.group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -71,6 +74,7 @@ def producer_config(settings: Settings, client_id: str = "chatstream-producer") 
         **common_client_config(settings, client_id),
         "acks": acks,
         "linger_ms": settings.producer_linger_ms,
+        "max_batch_size": settings.producer_max_batch_bytes,
         "enable_idempotence": settings.enable_idempotence,
         "request_timeout_ms": 30000,
         "retry_backoff_ms": 200,

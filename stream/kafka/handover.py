@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Hashable
+from collections.abc import Awaitable, Callable, Collection, Hashable
 from typing import Any, Protocol
 
 from aiokafka import ConsumerRebalanceListener
@@ -37,6 +37,8 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
                  readiness: Readiness, backpressure: Backpressure,
                  rebalance_timeout_s: float) -> None:
         self.assignment: set[TopicPartition] = set()
+        # Restores the sessions of newly assigned partitions (the changelog), when there is one.
+        self.restore: Callable[[Collection[TopicPartition]], Awaitable[Any]] | None = None
         self._consumer = consumer
         self._engine = engine
         self._ledger = ledger
@@ -48,6 +50,10 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.hand_over(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # aiokafka fetches nothing of the new partitions before this returns, so their
+        # sessions are back before any of their events is processed.
+        if self.restore is not None and assigned:
+            await self.restore(assigned)
         self.took_over(assigned)
 
     async def hand_over(self, revoked: Collection[TopicPartition]) -> None:

@@ -29,6 +29,7 @@ from schemas.events import ChatEvent
 from stream.engine.sink import Sink
 from stream.engine.work import WorkItem
 from stream.kafka.backpressure import Backpressure
+from stream.kafka.changelog import Changelog
 from stream.kafka.config import consumer_config, producer_config
 from stream.kafka.handover import Membership
 from stream.kafka.ledger import CommitLedger
@@ -68,6 +69,10 @@ class Engine(Protocol):
 
     def pool_usage(self) -> dict[str, dict[str, float]]: ...
 
+    def attach_session_log(self, log: Any) -> None: ...
+
+    def restore_sessions(self, states: Any, partition: Hashable) -> int: ...
+
 
 EngineFactory = Callable[[Sink], Engine]
 
@@ -96,6 +101,7 @@ class StreamRunner:
         self._membership: Membership | None = None
         self._backpressure: Backpressure | None = None
         self._traced = False
+        self._changelog: Changelog | None = None
 
     # -- read by the HTTP endpoints and tests -----------------------------------------------
 
@@ -134,11 +140,16 @@ class StreamRunner:
         consumer = AIOKafkaConsumer(**consumer_config(self.settings))
         await producer.start()
         try:
-            self._sink = KafkaSink(Publisher(producer), self.ledger, self.counters,
+            publisher = Publisher(producer)
+            changelog = Changelog(self.settings, publisher, self.counters,
+                                  owned=lambda: self.assignment) if self.settings.changelog else None
+            self._sink = KafkaSink(publisher, self.ledger, self.counters,
                                    response_topic=self.settings.response_topic,
                                    dlq_topic=self.settings.dlq_topic,
-                                   latency_observer=self._latency_observer)
+                                   latency_observer=self._latency_observer, changelog=changelog)
             self.engine = self._engine_factory(self._sink)
+            if changelog is not None:
+                self.engine.attach_session_log(changelog)
             await self.engine.start()
             try:
                 await consumer.start()
@@ -146,10 +157,16 @@ class StreamRunner:
                 await self.engine.stop(timeout_s=0.5)
                 raise
             self._consumer = consumer
+            if changelog is not None:
+                await _check_copartitioned(consumer, self.settings)
+            self._changelog = changelog
             self._backpressure = Backpressure(consumer, self.settings.max_buffered, self.counters)
             self._membership = Membership(consumer, self.engine, self.ledger, self.readiness,
                                           self._backpressure,
                                           self.settings.rebalance_timeout_seconds)
+            if changelog is not None:
+                engine = self.engine
+                self._membership.restore = lambda assigned: changelog.restore_into(engine, assigned)
             consumer.subscribe([self.settings.inbound_topic], listener=self._membership)
             watchdog = asyncio.create_task(self.readiness.watch_broker(
                 consumer, stall_s=self.settings.session_timeout_ms / 1000))
@@ -168,10 +185,10 @@ class StreamRunner:
         stop_waiter = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
-                fetched = await _unless_stopped(self._consumer.getmany(
-                    timeout_ms=200, max_records=self.settings.max_poll_records), stop_waiter)
-                if fetched is None:
-                    break
+                # Not raced with stop: getmany returns within its 200 ms whatever the broker
+                # does, and a task per fetch would cost more than that bounded wait.
+                fetched = await self._consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.max_poll_records)
                 for records in fetched.values():
                     for record in records:
                         self._take(RecordSource.from_record(record))
@@ -228,8 +245,32 @@ class StreamRunner:
             log.warning("shutdown timeout: %d events left unanswered and uncommitted",
                         self.engine.buffered)
         await self._sink.cancel_dead_letters()
+        if self._changelog is not None:
+            await self._changelog.close(max(0.1, deadline - time.monotonic()))
         self.readiness.set_member(False)
         await _bounded(consumer.stop(), max(1.0, deadline - time.monotonic()), "consumer stop")
+
+
+class ChangelogMismatch(RuntimeError):
+    """The changelog topic is missing or not co-partitioned with the inbound topic."""
+
+
+async def _check_copartitioned(consumer: AIOKafkaConsumer, settings: Settings) -> None:
+    """Refuse to start when the changelog cannot hold each inbound partition's sessions in the
+    partition of the same number: publishing to a partition that does not exist would be
+    retried forever and stall every answer."""
+    await consumer.topics()  # refreshes the metadata the next two lines read
+    inbound = consumer.partitions_for_topic(settings.inbound_topic)
+    changelog = consumer.partitions_for_topic(settings.changelog_topic)
+    if not changelog:
+        raise ChangelogMismatch(
+            f"changelog topic {settings.changelog_topic!r} does not exist: create it with "
+            "`chatstream topics ensure`, or set CHATSTREAM_CHANGELOG=false")
+    if inbound and len(changelog) < len(inbound):
+        raise ChangelogMismatch(
+            f"changelog topic {settings.changelog_topic!r} has {len(changelog)} partitions, "
+            f"the inbound topic {len(inbound)}: it needs at least as many (partition N holds "
+            "the sessions of inbound partition N)")
 
 
 async def _unless_stopped(step: Coroutine[Any, Any, T], stop: asyncio.Future[Any]) -> T | None:

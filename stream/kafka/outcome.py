@@ -39,7 +39,7 @@ from stream.observability.tracing import (
     publish_span,
 )
 
-__all__ = ["KafkaSink", "LatencyObserver", "Publishes"]
+__all__ = ["KafkaSink", "LatencyObserver", "Publishes", "StateLog"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,14 @@ class Publishes(Protocol):
 
     async def publish(self, delivery: Delivery) -> Any: ...
 
+    async def publish_all(self, deliveries: list[Delivery]) -> Any: ...
+
+
+class StateLog(Protocol):
+    """``Changelog``: the record of an answered item's session state, if it has one."""
+
+    def delivery(self, item: WorkItem) -> Delivery | None: ...
+
 
 class LatencyObserver(Protocol):
     def observe(self, end_to_end_s: float | None, processing_s: float) -> None: ...
@@ -57,13 +65,15 @@ class LatencyObserver(Protocol):
 class KafkaSink:
     def __init__(self, publisher: Publishes, ledger: CommitLedger, counters: EventCounters, *,
                  response_topic: str, dlq_topic: str,
-                 latency_observer: LatencyObserver | None = None) -> None:
+                 latency_observer: LatencyObserver | None = None,
+                 changelog: StateLog | None = None) -> None:
         self.counters = counters
         self._publisher = publisher
         self._ledger = ledger
         self._response_topic = response_topic
         self._dlq_topic = dlq_topic
         self._latency_observer = latency_observer
+        self._changelog = changelog
         self._dead_letters: set[asyncio.Task[None]] = set()
 
     # -- the engine's exit ---------------------------------------------------------------------
@@ -77,15 +87,16 @@ class KafkaSink:
         span: Span | None = item.trace
         delivery = Delivery(topic=self._response_topic, key=response.channel_id.encode(),
                             value=encode(response))
+        state = self._changelog.delivery(item) if self._changelog is not None else None
         try:
             if span is None:  # tracing off: no span calls on the per-event path
-                await self._publisher.publish(delivery)
+                await self._publish(delivery, state)
             else:
                 annotate_response(span, item, response)
                 with publish_span(span, self._response_topic, response.channel_id,
                                   name=SpanName.RESPONSE_PUBLISH) as headers:
                     delivery.headers = headers
-                    await self._publisher.publish(delivery)
+                    await self._publish(delivery, state)
         except PublishRejected as rejected:
             self._fail(item, rejected, FailureReason("publish", type(rejected.error).__name__,
                                                      str(rejected)))
@@ -103,6 +114,13 @@ class KafkaSink:
         if source is not None:
             self._ledger.complete(source)
             self._observe_latency(source, response)
+
+    async def _publish(self, response: Delivery, state: Delivery | None) -> None:
+        # The session's new state goes out with its response; both acks precede the offset.
+        if state is None:
+            await self._publisher.publish(response)
+        else:
+            await self._publisher.publish_all([response, state])
 
     def failed(self, item: WorkItem, error: BaseException) -> None:
         """Dead-letter an event the engine could not answer; a dropped one is left as it is."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka import AIOKafkaProducer
@@ -86,11 +87,25 @@ class Publisher:
             raise PublishRejected(delivery.topic, error) from error
         raise AssertionError("unreachable: tenacity retries until success or cancellation")
 
+    async def publish_all(self, deliveries: list[Delivery]) -> None:
+        """Publish several deliveries side by side and wait for every ack. On any error they
+        are published again one by one with ``publish``'s rules (a record acknowledged before
+        the error may be sent twice: at-least-once)."""
+        try:
+            pending = [await self._enqueue(delivery) for delivery in deliveries]
+            for ack in pending:
+                await ack
+        except KafkaError:
+            for delivery in deliveries:
+                await self.publish(delivery)
+
     async def _send(self, delivery: Delivery) -> RecordMetadata:
-        pending = await self._producer.send(
-            delivery.topic, value=delivery.value, key=delivery.key, headers=delivery.headers
-        )
-        return await pending
+        return await (await self._enqueue(delivery))
+
+    async def _enqueue(self, delivery: Delivery) -> asyncio.Future[RecordMetadata]:
+        return await self._producer.send(  # type: ignore[no-any-return]
+            delivery.topic, value=delivery.value, key=delivery.key, headers=delivery.headers,
+            partition=delivery.partition)
 
     def _log_retry(self, state: object) -> None:
         outcome = getattr(state, "outcome", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +11,7 @@ from aiokafka.structs import TopicPartition
 Headers = list[tuple[str, bytes]]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)  # not frozen: a frozen init costs a setattr call per field
 class RecordSource:
     """Where an inbound event came from: needed to commit its offset, to continue its trace and
     to dead-letter its original bytes. Compared by identity: a record fetched again after a
@@ -27,13 +28,19 @@ class RecordSource:
     def from_record(cls, record: Any) -> RecordSource:
         """Build from an aiokafka ConsumerRecord."""
         return cls(
-            tp=TopicPartition(record.topic, record.partition),
+            tp=_partition(record.topic, record.partition),
             offset=record.offset,
             key=record.key,
             headers=tuple(record.headers or ()),
             timestamp_ms=record.timestamp,
             value=record.value,
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _partition(topic: str, partition: int) -> TopicPartition:
+    # One shared object per partition instead of a new tuple per record.
+    return TopicPartition(topic, partition)
 
 
 @dataclass(slots=True)
@@ -44,3 +51,4 @@ class Delivery:
     key: bytes | None
     value: bytes | None
     headers: Headers = field(default_factory=list)
+    partition: int | None = None  # None: the producer's partitioner chooses, by key

@@ -1,5 +1,5 @@
-"""The service's topics: inbound, responses and dead letters, all with the configured
-partition count and replication factor."""
+"""The service's topics: inbound, responses, dead letters and the session changelog, all with
+the configured partition count and replication factor."""
 
 from __future__ import annotations
 
@@ -11,8 +11,15 @@ __all__ = ["ensure_topics", "topic_names", "topic_specs"]
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    return [TopicSpec(name, settings.partitions, settings.replication_factor)
-            for name in (settings.inbound_topic, settings.response_topic, settings.dlq_topic)]
+    """The inbound, response and dead-letter topics, and (when on) the session changelog:
+    compacted, with the inbound topic's partition count, since its partition N holds the
+    sessions of inbound partition N."""
+    specs = [TopicSpec(name, settings.partitions, settings.replication_factor)
+             for name in (settings.inbound_topic, settings.response_topic, settings.dlq_topic)]
+    if settings.changelog:
+        specs.append(TopicSpec(settings.changelog_topic, settings.partitions,
+                               settings.replication_factor, {"cleanup.policy": "compact"}))
+    return specs
 
 
 def topic_names(settings: Settings) -> list[str]:

@@ -22,6 +22,8 @@ class EventCounters:
     undeliverable: int = 0  # records neither answered nor dead-lettered (logged, offset done)
     commits: int = 0  # offset commits that landed
     pauses: int = 0  # times backpressure paused the partitions
+    sessions_restored: int = 0  # sessions installed from the changelog on assignments
+    restore_seconds: float = 0.0  # time spent restoring them, all assignments together
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, float]:
         return asdict(self)

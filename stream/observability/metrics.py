@@ -58,6 +58,14 @@ class RunnerCollector(Collector):
             ("commits", "Offset commits", counters.commits),
         ):
             yield CounterMetricFamily(f"chatstream_events_{name}", doc, value=value)
+        yield CounterMetricFamily(
+            "chatstream_sessions_restored", "Sessions restored from the changelog on assignments",
+            value=counters.sessions_restored)
+        yield CounterMetricFamily(
+            "chatstream_session_restore_seconds",
+            "Time spent restoring sessions from the changelog (a rising rate means long "
+            "hand-overs: compact the changelog or lower SESSION_TIMEOUT_MINUTES)",
+            value=counters.restore_seconds)
         yield _gauge("chatstream_ready", "1 when joined and assigned", float(runner.ready.is_set()))
         yield _gauge("chatstream_assigned_partitions", "Partitions owned",
                      len(runner.assignment))

@@ -31,10 +31,7 @@ HTTP_PORT_ENV = "CHATSTREAM_HTTP_PORT"
 OTLP_PORTS = {"http/protobuf": 4318, "http/json": 4318, "grpc": 4317}
 OTLP_RECEIVER_PROTOCOLS = {"http/protobuf": "http", "http/json": "http", "grpc": "grpc"}
 
-# Settings named by the manifests ahead of stream/settings.py. Static membership reads
-# CHATSTREAM_GROUP_INSTANCE_ID; the name is accepted here only while Settings lacks it (the union
-# in `known_env_names` makes this entry redundant once the field exists: then delete it).
-PENDING_SETTINGS = frozenset({"CHATSTREAM_GROUP_INSTANCE_ID"})
+PENDING_SETTINGS: frozenset[str] = frozenset()  # names the files may use before a setting reads them
 
 
 def load_yaml(path: Path) -> Any:

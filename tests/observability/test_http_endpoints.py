@@ -51,6 +51,7 @@ async def member(kafka_broker):
     settings = load_settings(
         kafka_bootstrap_servers=kafka_broker.bootstrap_servers, group_id=f"obs-{suffix}",
         inbound_topic=f"in-{suffix}", response_topic=f"out-{suffix}", dlq_topic=f"dlq-{suffix}",
+        changelog_topic=f"sessions-{suffix}",
         partitions=4, session_timeout_ms=3000, heartbeat_interval_ms=600, commit_interval_ms=100,
         max_worker_processes=1, max_worker_threads=4, http_port=0)
     await ensure_topics(settings)

@@ -42,7 +42,7 @@ from stream import create_concurrent_conversation_manager
 
 async def main():
     manager = await create_concurrent_conversation_manager(
-        max_worker_processes=1, processor_timeout_seconds=20)
+        max_worker_processes=1, processor_timeout_seconds=20, processor_kinds="emotion=process")
     try:
         answers = []
         for text in ("I love this, thank you!", "this is awful", "what time is it?"):
@@ -110,7 +110,7 @@ async def test_sigkilled_worker_is_replaced_and_later_events_get_emotion_ok(capl
     is replaced, no event is lost, and events after it are answered by a new worker, emotion ok."""
     caplog.set_level(logging.ERROR, logger="processors.pool")
     manager = await create_concurrent_conversation_manager(
-        max_worker_processes=1, processor_timeout_seconds=20,
+        max_worker_processes=1, processor_timeout_seconds=20, processor_kinds="emotion=process",
         processors=[EmotionProcessor(timeout_s=20.0), WorkerPid()])
     responses: list[Any] = []
     killed: int | None = None

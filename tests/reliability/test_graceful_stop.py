@@ -49,9 +49,9 @@ def _final_counters(log: str) -> tuple[int, int]:
 
 
 async def _stop_under_load(pool: WorkerPool, backlog: int, shutdown_timeout_s: float,
-                           seed: int) -> StopRun:
+                           seed: int, **extra_env: str) -> StopRun:
     settings = pool.settings
-    env = {"CHATSTREAM_SHUTDOWN_TIMEOUT_SECONDS": str(shutdown_timeout_s)}
+    env = {"CHATSTREAM_SHUTDOWN_TIMEOUT_SECONDS": str(shutdown_timeout_s), **extra_env}
     worker = pool.spawn("stopped", **env)
     await worker.wait_ready()
     events = list(chat_events(seed=seed, count=backlog + AFTER, channels=40))
@@ -102,7 +102,11 @@ async def test_sigterm_cut_short_by_the_timeout_only_repeats_uncommitted_answers
     lost, order kept, and every duplicate is an event answered before the stop but above the
     committed watermark, with the same response id."""
     pool = await pool_factory(partitions=8)
-    run = await _stop_under_load(pool, backlog=2500, shutdown_timeout_s=2.0, seed=313)
+    # A 20 ms step with 16 in flight caps the drain at 800 events/s on any machine: 2,500
+    # events cannot drain in 2 s.
+    run = await _stop_under_load(pool, backlog=2500, shutdown_timeout_s=2.0, seed=313,
+                                 CHATSTREAM_PROCESSOR_PLUGINS="stream.devtools.bench.steps:io_step",
+                                 CHATSTREAM_BENCH_IO_MS="20", CHATSTREAM_MAX_IN_FLIGHT="16")
     figures = run.figures
     repeatable = {
         event_id for event_id, (partition, offset) in run.sent.where.items()

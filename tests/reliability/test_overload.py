@@ -21,7 +21,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
 EVENTS = 10_000
 CRITICAL_EVERY = 40  # one explicit-priority "critical" event per 40
 MAX_BUFFERED = 500
-MAX_IN_FLIGHT = 32
+MAX_IN_FLIGHT = 16
+# A 20 ms step with 16 in flight caps the worker at 800 events/s whatever the machine's speed,
+# so the 10k events take at least 12.5 s: enough 1 s windows to compare priorities in.
+PACED = {"CHATSTREAM_PROCESSOR_PLUGINS": "stream.devtools.bench.steps:io_step",
+         "CHATSTREAM_BENCH_IO_MS": "20"}
 RSS_GROWTH_LIMIT_MB = 50.0  # default caches included; 10k events held in memory would pass it
 
 
@@ -48,7 +52,7 @@ async def test_overload_pauses_bounds_memory_and_keeps_critical_fast(pool_factor
     pool = await pool_factory(partitions=8)
     settings = pool.settings
     worker = pool.spawn("overloaded", CHATSTREAM_MAX_BUFFERED=str(MAX_BUFFERED),
-                        CHATSTREAM_MAX_IN_FLIGHT=str(MAX_IN_FLIGHT))
+                        CHATSTREAM_MAX_IN_FLIGHT=str(MAX_IN_FLIGHT), **PACED)
     await worker.wait_ready()
     baseline = worker.rss_bytes()
     samples: list[tuple[float, int, int]] = []  # (time, rss, lag)

@@ -85,6 +85,7 @@ def worker_env(settings: Settings, http_port: int, extra: dict[str, str]) -> dic
         "CHATSTREAM_INBOUND_TOPIC": settings.inbound_topic,
         "CHATSTREAM_RESPONSE_TOPIC": settings.response_topic,
         "CHATSTREAM_DLQ_TOPIC": settings.dlq_topic,
+        "CHATSTREAM_CHANGELOG_TOPIC": settings.changelog_topic,
         "CHATSTREAM_PARTITIONS": str(settings.partitions),
         "CHATSTREAM_HTTP_HOST": "127.0.0.1",
         "CHATSTREAM_HTTP_PORT": str(http_port),

@@ -52,3 +52,28 @@ async def test_the_replacing_plugin_answers(monkeypatch):
     await manager.stop()
     assert set(response.analysis) == {"thread", "reply"}
     assert response.reply == "echo: hello there"
+
+
+def kinds(**settings: object) -> dict[str, str]:
+    cache = ContextCache(max_size=10, ttl_seconds=60)
+    return {p.name: p.kind.value for p in selected_processors(load_settings(**settings), cache)}
+
+
+def test_cheap_cpu_steps_run_on_the_loop_by_default():
+    """Emotion and memory run inline (a pool hop costs more than they do); the rest keep theirs."""
+    assert kinds() == {"emotion": "inline", "memory": "inline", "thread": "async",
+                       "reply": "async"}
+
+
+def test_a_step_can_be_moved_to_a_pool():
+    """CHATSTREAM_PROCESSOR_KINDS sends emotion back to the process pool, memory to a thread."""
+    chosen = kinds(processor_kinds="emotion=process,memory=thread")
+    assert chosen["emotion"] == "process" and chosen["memory"] == "thread"
+
+
+@pytest.mark.parametrize("setting", ["reply=thread", "emotion=async", "emotion=gpu", "emotion"])
+def test_a_kind_that_cannot_fit_is_a_configuration_error(setting):
+    """A coroutine step cannot leave the loop, a plain one cannot become async, and unknown
+    kinds are refused, each naming the setting."""
+    with pytest.raises(SettingsError, match="CHATSTREAM_PROCESSOR_KINDS"):
+        kinds(processor_kinds=setting)

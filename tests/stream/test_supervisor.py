@@ -79,3 +79,13 @@ def test_members_that_keep_dying_make_the_supervisor_exit_non_zero(tmp_path):
                                         max_deaths=2)
     assert supervisor.wait(timeout=30) == 1
     assert len(starts(logs[0])) == 3  # the first start and two restarts, then it gave up
+
+
+def test_each_member_gets_its_own_group_instance_id():
+    """With CHATSTREAM_GROUP_INSTANCE_ID set, member i gets '<id>-i'; unset, it stays unset."""
+    from stream.app.supervisor import Supervisor
+
+    static = Supervisor(2, {"CHATSTREAM_GROUP_INSTANCE_ID": "pod-a"})
+    assert [static._member_env(i)["CHATSTREAM_GROUP_INSTANCE_ID"] for i in range(2)] == [
+        "pod-a-0", "pod-a-1"]
+    assert "CHATSTREAM_GROUP_INSTANCE_ID" not in Supervisor(2, {})._member_env(1)

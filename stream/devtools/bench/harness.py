@@ -47,7 +47,8 @@ def bench_settings(bootstrap: str, partitions: int = 8, **overrides: Any) -> Set
     return load_settings(
         kafka_bootstrap_servers=bootstrap, group_id=f"bench-{suffix}",
         inbound_topic=f"bench-in-{suffix}", response_topic=f"bench-out-{suffix}",
-        dlq_topic=f"bench-dlq-{suffix}", partitions=partitions, **overrides)
+        dlq_topic=f"bench-dlq-{suffix}", changelog_topic=f"bench-sessions-{suffix}",
+        partitions=partitions, **overrides)
 
 
 def member_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -61,6 +62,7 @@ def member_env(settings: Settings, extra: Mapping[str, str] | None = None) -> di
         "CHATSTREAM_INBOUND_TOPIC": settings.inbound_topic,
         "CHATSTREAM_RESPONSE_TOPIC": settings.response_topic,
         "CHATSTREAM_DLQ_TOPIC": settings.dlq_topic,
+        "CHATSTREAM_CHANGELOG_TOPIC": settings.changelog_topic,
         "CHATSTREAM_PARTITIONS": str(settings.partitions),
         "CHATSTREAM_KAFKA_SESSION_TIMEOUT_MS": "3000",
         "CHATSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS": "600",

@@ -1,0 +1,65 @@
+"""A session's state as a JSON document: what the changelog stores and restores.
+
+Rules:
+1. The document holds what the engine cannot derive: the key, counters, the history window,
+   the thread and the emotion trajectory (``version`` 1). Caches and the memory index are not
+   stored; processors rebuild them from the restored history on the session's next event.
+2. ``from_document`` refuses (``ValueError``) a document of another version or shape, so a
+   corrupt changelog record costs that one session its history, never the member.
+3. Times: ``last_message_at`` is wall clock (kept); ``created_at`` and ``last_activity`` are the
+   restoring member's monotonic ``now`` (monotonic clocks do not travel between processes).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime
+from typing import Any
+
+from schemas.context import HistoryMessage
+from stream.engine.sessions import EMOTION_TRAJECTORY_SIZE, SessionKey, SessionState
+
+__all__ = ["DOCUMENT_VERSION", "from_document", "to_document"]
+
+DOCUMENT_VERSION = 1
+
+
+def to_document(state: SessionState) -> dict[str, Any]:
+    return {
+        "version": DOCUMENT_VERSION,
+        "key": list(state.key),
+        "message_count": state.message_count,
+        "recent_messages": [
+            [m.event_id, m.content, m.timestamp.isoformat(), m.thread_id]
+            for m in state.recent_messages
+        ],
+        "current_thread_id": state.current_thread_id,
+        "thread_count": state.thread_count,
+        "emotion_trajectory": list(state.emotion_trajectory),
+        "last_message_at": state.last_message_at.isoformat() if state.last_message_at else None,
+    }
+
+
+def from_document(document: Any, now: float, history_size: int) -> SessionState:
+    """The session a document describes; ``ValueError`` when it is not a valid document."""
+    try:
+        if document["version"] != DOCUMENT_VERSION:
+            raise ValueError(f"session document version {document['version']!r} is unknown")
+        key: SessionKey = tuple(str(part) for part in document["key"])
+        if len(key) not in (2, 3):
+            raise ValueError(f"a session key has 2 or 3 parts, not {len(key)}")
+        state = SessionState.new(key, now, history_size)
+        state.message_count = int(document["message_count"])
+        state.recent_messages.extend(
+            HistoryMessage(str(event_id), str(content), datetime.fromisoformat(at),
+                           None if thread is None else str(thread))
+            for event_id, content, at, thread in document["recent_messages"])
+        state.current_thread_id = document["current_thread_id"]
+        state.thread_count = int(document["thread_count"])
+        state.emotion_trajectory = deque(
+            (float(x) for x in document["emotion_trajectory"]), maxlen=EMOTION_TRAJECTORY_SIZE)
+        last = document["last_message_at"]
+        state.last_message_at = datetime.fromisoformat(last) if last else None
+        return state
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a session document: {type(exc).__name__}: {exc}") from None

@@ -1,0 +1,175 @@
+"""The session changelog: each session's latest state in a topic co-partitioned with the inbound
+topic, so a partition's conversations move with it to whichever member owns it next.
+
+Rules, in the order they apply:
+1. Written with the response: ``KafkaSink.answered`` sends the session's document (keyed by
+   session id, to the inbound record's partition number) together with the response, and the
+   record's offset completes only once both are acknowledged. A crash between the two acks
+   leaves the offset uncommitted: the next owner answers the event again (the same response
+   id) from the state before it, so the state is never ahead of the answers that were kept.
+2. A session that ends for good (expired or evicted) gets a tombstone; one handed over does
+   not (its state is the next owner's).
+3. On assignment, before any event of a partition is fetched (aiokafka awaits the assignment
+   callback first), ``restore`` reads that changelog partition from the start to the high
+   watermark seen after the first fetch and keeps the last document per key (tombstones
+   delete): on Apache Kafka compaction keeps the topic small, on the embedded broker (no
+   compaction) the read is longer but the result the same. Bounded by ``timeout_s``; what is
+   not read by then starts empty (logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from stream.engine.session_documents import from_document
+from stream.engine.sessions import SessionState
+from stream.engine.work import WorkItem
+from stream.kafka.config import common_client_config
+from stream.kafka.outcome import Publishes
+from stream.kafka.records import Delivery
+from stream.observability.counters import EventCounters
+from stream.settings import Settings
+
+__all__ = ["Changelog", "Restored"]
+
+log = logging.getLogger(__name__)
+
+
+class RestoresSessions(Protocol):
+    def restore_sessions(self, states: Iterable[SessionState], partition: Hashable) -> int: ...
+
+
+@dataclass
+class Restored:
+    """What ``restore`` found for one inbound partition."""
+
+    documents: list[dict[str, Any]]
+    records_read: int
+    complete: bool
+
+
+class Changelog:
+    def __init__(self, settings: Settings, publisher: Publishes, counters: EventCounters,
+                 owned: Callable[[], Collection[TopicPartition]]) -> None:
+        self._settings = settings
+        self._topic = settings.changelog_topic
+        self._publisher = publisher
+        self._counters = counters
+        self._owned = owned  # a session of a partition handed over is not ours to tombstone
+        self._tombstones: set[asyncio.Task[None]] = set()
+
+    def delivery(self, item: WorkItem) -> Delivery | None:
+        """The changelog record for an answered item, or None (no state, no partition)."""
+        partition = getattr(item.source, "tp", None)
+        if item.session_state is None or partition is None:
+            return None
+        return Delivery(topic=self._topic, key=item.session_id.encode(),
+                        value=orjson.dumps(item.session_state), partition=partition.partition)
+
+    def dropped(self, state: SessionState) -> None:
+        """Write the tombstone of a session that ended for good (in the background)."""
+        if not isinstance(state.partition, TopicPartition) or state.partition not in self._owned():
+            return
+        tombstone = Delivery(topic=self._topic, key=state.session_id.encode(), value=None,
+                             partition=state.partition.partition)
+        task = asyncio.create_task(self._publish_tombstone(tombstone))
+        self._tombstones.add(task)
+        task.add_done_callback(self._tombstones.discard)
+
+    async def _publish_tombstone(self, tombstone: Delivery) -> None:
+        try:
+            await self._publisher.publish(tombstone)
+        except Exception as exc:  # a lost tombstone only keeps a stale session restorable
+            log.warning("tombstone of session %s not written: %r", tombstone.key, exc)
+
+    async def close(self, timeout_s: float) -> None:
+        if self._tombstones:
+            await asyncio.wait(set(self._tombstones), timeout=timeout_s)
+
+    async def restore_into(self, engine: RestoresSessions,
+                           assigned: Collection[TopicPartition]) -> int:
+        """Restore the sessions of ``assigned`` into ``engine``; how many were installed. Logs
+        and counts what it did (``sessions_restored``, ``restore_seconds``)."""
+        started = time.monotonic()
+        timeout_s = self._settings.rebalance_timeout_seconds
+        found = await self.restore({tp.partition for tp in assigned}, timeout_s)
+        installed = read = 0
+        for tp in assigned:
+            restored = found[tp.partition]
+            read += restored.records_read
+            if not restored.complete:
+                log.warning("changelog of %s[%d] not read to its end within %.1f s: some "
+                            "sessions start empty", tp.topic, tp.partition, timeout_s)
+            installed += engine.restore_sessions(self._states(restored.documents), tp)
+        elapsed = time.monotonic() - started
+        self._counters.sessions_restored += installed
+        self._counters.restore_seconds += elapsed
+        log.info("restored %d sessions of %d partitions from %d changelog records in %.3f s",
+                 installed, len(assigned), read, elapsed)
+        return installed
+
+    def _states(self, documents: list[dict[str, Any]]) -> list[SessionState]:
+        now, states = time.monotonic(), []
+        for document in documents:
+            try:
+                states.append(from_document(document, now, self._settings.session_history_size))
+            except ValueError as exc:
+                log.warning("changelog record skipped, that session starts empty: %s", exc)
+        return states
+
+    async def restore(self, partitions: Collection[int], timeout_s: float
+                      ) -> dict[int, Restored]:
+        """The latest documents of the sessions of each inbound partition number (rule 3)."""
+        found = {p: Restored([], 0, False) for p in partitions}
+        if not found:
+            return found
+        consumer = AIOKafkaConsumer(
+            **common_client_config(self._settings, "chatstream-restore"), group_id=None,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._settings.fetch_max_wait_ms)
+        await consumer.start()
+        try:
+            await _read_to_end(consumer, self._topic, found, timeout_s)
+        finally:
+            await consumer.stop()
+        return found
+
+
+async def _read_to_end(consumer: AIOKafkaConsumer, topic: str, found: dict[int, Restored],
+                       timeout_s: float) -> None:
+    tps = [TopicPartition(topic, p) for p in found]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    latest: dict[int, dict[bytes, Any]] = {p: {} for p in found}
+    deadline = time.monotonic() + timeout_s
+    remaining = set(tps)
+    while remaining and time.monotonic() < deadline:
+        batches = await consumer.getmany(*remaining, timeout_ms=100, max_records=10_000)
+        for tp, records in batches.items():
+            found[tp.partition].records_read += len(records)
+            for record in records:
+                if record.key is not None:
+                    latest[tp.partition][record.key] = (
+                        None if record.value is None else record.value)
+        for tp in list(remaining):
+            highwater = consumer.highwater(tp)
+            if highwater is not None and await consumer.position(tp) >= highwater:
+                remaining.discard(tp)
+                found[tp.partition].complete = True
+    for partition, values in latest.items():
+        for key, value in values.items():
+            if value is None:
+                continue
+            try:
+                found[partition].documents.append(orjson.loads(value))
+            except orjson.JSONDecodeError:
+                log.warning("changelog record for %r is not JSON; that session starts empty", key)

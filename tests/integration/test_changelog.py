@@ -1,0 +1,131 @@
+"""Conversation state survives members: the session changelog, on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from kafka_helpers import publish_events, running_chatstream
+
+from stream.botkit.client import TopicWatcher
+from stream.engine.sessions import SessionState
+from stream.kafka.changelog import Changelog
+from stream.kafka.member import ChangelogMismatch, StreamRunner
+from stream.kafka.publisher import Publisher
+from stream.kafka.topics import ensure_topics
+from stream.observability.counters import EventCounters
+from stream.settings import Settings
+
+pytestmark = pytest.mark.kafka
+
+
+def turn(i: int, content: str, user: str = "u1") -> dict[str, Any]:
+    return {"event_id": f"turn-{user}-{i}", "bot_id": "b", "channel_id": "support",
+            "user_id": user, "content": content}
+
+
+async def answer(settings: Settings, runner: StreamRunner, events: list[dict[str, Any]]
+                 ) -> list[dict[str, Any]]:
+    async with TopicWatcher(settings, from_end=True) as watcher:
+        await publish_events(settings, events)
+        return [await watcher.wait_for(e["event_id"], timeout_s=30) for e in events]
+
+
+async def test_a_conversation_continues_on_the_next_member(settings_for):
+    """Member A answers three turns and stops; member B, restoring the changelog, answers the
+    fourth with the three earlier turns in memory and the thread count carried on."""
+    settings = settings_for(partitions=2)
+    first = [turn(0, "my parcel with the blue lamp has not arrived"),
+             turn(1, "it was sent on tuesday by express"),
+             turn(2, "the tracking page shows nothing")]
+    async with running_chatstream(settings) as runner:
+        before = await answer(settings, runner, first)
+    async with running_chatstream(settings) as runner:
+        (after,) = await answer(settings, runner, [turn(3, "any news on the blue lamp parcel?")])
+        restored = runner.counters.sessions_restored
+    assert restored >= 1
+    memory = after["analysis"]["memory"]["data"]
+    assert memory["history_size"] == 3
+    assert memory["related"] and memory["related"][0]["event_id"] == "turn-u1-0"
+    thread = after["analysis"]["thread"]["data"]
+    number = int(thread["thread_id"].rsplit("#", 1)[1])
+    earlier = int(before[-1]["analysis"]["thread"]["data"]["thread_id"].rsplit("#", 1)[1])
+    assert thread["reason"] != "first" and number >= earlier  # not a conversation starting over
+
+
+async def test_an_expired_session_leaves_a_tombstone_and_is_not_restored(settings_for):
+    """An idle session that expires is tombstoned: the next member starts it empty."""
+    settings = settings_for(partitions=1, session_timeout_minutes=1 / 60)
+    async with running_chatstream(settings) as runner:
+        await answer(settings, runner, [turn(0, "hello there", user="idle")])
+        async with asyncio.timeout(20):
+            while len(runner.engine.sessions) if runner.engine else 0:  # type: ignore[attr-defined]
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # the tombstone is written in the background
+    async with running_chatstream(settings) as runner:
+        (after,) = await answer(settings, runner, [turn(1, "hello again", user="idle")])
+    assert after["analysis"]["memory"]["data"]["history_size"] == 0
+    values = await changelog_values(settings)
+    # The first turn's state, its tombstone on expiry, then the new conversation's first state.
+    assert len(values) == 3 and values[1] is None and values[0] and values[2]
+
+
+async def changelog_values(settings: Settings) -> list[bytes | None]:
+    consumer = AIOKafkaConsumer(settings.changelog_topic,
+                                bootstrap_servers=settings.kafka_bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=2000)
+        return [r.value for records in batches.values() for r in records]
+    finally:
+        await consumer.stop()
+
+
+async def test_restoring_a_thousand_sessions_is_bounded_and_measured(settings_for):
+    """1,000 sessions written to the changelog are all restored, in well under the rebalance
+    timeout; the figure is printed for the record."""
+    settings = settings_for(partitions=4)
+    await ensure_topics(settings)
+    from aiokafka import AIOKafkaProducer
+
+    from stream.engine.session_documents import to_document
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=20)
+    await producer.start()
+    try:
+        import orjson
+
+        acks = []
+        for i in range(1000):
+            state = SessionState.new(("b", f"c{i}", "u"), 0.0, 20)
+            acks.append(await producer.send(settings.changelog_topic, orjson.dumps(
+                to_document(state)), key=state.session_id.encode(), partition=i % 4))
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+    counters = EventCounters()
+    changelog = Changelog(settings, Publisher(None), counters, owned=lambda: set())  # type: ignore[arg-type]
+    started = time.monotonic()
+    found = await changelog.restore(range(4), timeout_s=settings.rebalance_timeout_seconds)
+    seconds = time.monotonic() - started
+    print(f"\nrestored {sum(len(r.documents) for r in found.values())} sessions in {seconds:.3f} s")
+    assert all(r.complete for r in found.values())
+    assert sum(len(r.documents) for r in found.values()) == 1000
+    assert seconds < settings.rebalance_timeout_seconds
+
+
+async def test_a_changelog_with_fewer_partitions_is_refused_at_start(settings_for):
+    """Partition N of the changelog holds inbound partition N's sessions: too few partitions is
+    a clear start-up error, not a member that stalls on its first answer."""
+    narrow = settings_for(partitions=1)
+    await ensure_topics(narrow)  # the changelog gets 1 partition
+    settings = narrow.model_copy(update={"partitions": 4,
+                                         "inbound_topic": narrow.inbound_topic + "-wide"})
+    await ensure_topics(settings)  # inbound -wide: 4 partitions; the changelog already exists
+    with pytest.raises(ChangelogMismatch, match="1 partitions"):
+        async with running_chatstream(settings, ready_timeout_s=20):
+            pass
