@@ -25,23 +25,24 @@ DOCUMENT_VERSION = 1
 
 
 def to_document(state: SessionState) -> dict[str, Any]:
+    """The document, to be encoded by orjson: history messages stay dataclasses and times stay
+    datetimes, which orjson writes as objects and RFC 3339 strings in C (built per answer, so
+    no Python-level conversion here)."""
     return {
         "version": DOCUMENT_VERSION,
-        "key": list(state.key),
+        "key": state.key,
         "message_count": state.message_count,
-        "recent_messages": [
-            [m.event_id, m.content, m.timestamp.isoformat(), m.thread_id]
-            for m in state.recent_messages
-        ],
+        "recent_messages": tuple(state.recent_messages),
         "current_thread_id": state.current_thread_id,
         "thread_count": state.thread_count,
-        "emotion_trajectory": list(state.emotion_trajectory),
-        "last_message_at": state.last_message_at.isoformat() if state.last_message_at else None,
+        "emotion_trajectory": tuple(state.emotion_trajectory),
+        "last_message_at": state.last_message_at,
     }
 
 
 def from_document(document: Any, now: float, history_size: int) -> SessionState:
-    """The session a document describes; ``ValueError`` when it is not a valid document."""
+    """The session an orjson-decoded document describes; ``ValueError`` when it is not a valid
+    document."""
     try:
         if document["version"] != DOCUMENT_VERSION:
             raise ValueError(f"session document version {document['version']!r} is unknown")
@@ -51,9 +52,10 @@ def from_document(document: Any, now: float, history_size: int) -> SessionState:
         state = SessionState.new(key, now, history_size)
         state.message_count = int(document["message_count"])
         state.recent_messages.extend(
-            HistoryMessage(str(event_id), str(content), datetime.fromisoformat(at),
-                           None if thread is None else str(thread))
-            for event_id, content, at, thread in document["recent_messages"])
+            HistoryMessage(str(m["event_id"]), str(m["content"]),
+                           datetime.fromisoformat(m["timestamp"]),
+                           None if m["thread_id"] is None else str(m["thread_id"]))
+            for m in document["recent_messages"])
         state.current_thread_id = document["current_thread_id"]
         state.thread_count = int(document["thread_count"])
         state.emotion_trajectory = deque(

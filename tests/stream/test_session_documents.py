@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -29,7 +30,8 @@ def test_a_document_restores_the_same_session(contents, emotions, history):
         emotion = emotions[i] if i < len(emotions) else None
         state.record(_event(content, f"e{i}", start + timedelta(seconds=i)),
                      thread_id=f"t{i // 3}", new_thread=i % 3 == 0, emotion=emotion, now=float(i))
-    restored = from_document(to_document(state), now=99.0, history_size=history)
+    decoded = orjson.loads(orjson.dumps(to_document(state)))  # as the changelog stores it
+    restored = from_document(decoded, now=99.0, history_size=history)
     assert restored.snapshot() == state.snapshot()
     assert restored.key == state.key and restored.last_activity == 99.0
 

@@ -123,10 +123,16 @@ async def passthrough(note: Note, profile_dir: Path | None = None, events: int =
         note("passthrough: chatstream, 1 worker")
         one = await drain(broker.bootstrap_servers, work, member, 180, profile=(
             profile_dir / "passthrough.raw.txt" if profile_dir else None))
+        note("passthrough: chatstream, 1 worker, no changelog")
+        bare = await drain(broker.bootstrap_servers, work,
+                           {**member, "CHATSTREAM_CHANGELOG": "false"}, 180)
     result.rows += [{"run": "minimal aiokafka loop", **reference},
-                    {"run": "chatstream, 1 worker", **one}]
+                    {"run": "chatstream, 1 worker", **one},
+                    {"run": "chatstream, 1 worker, CHATSTREAM_CHANGELOG=false", **bare}]
     result.target("passthrough: 1 worker / minimal loop",
                   one["steady_rate"] / max(reference["steady_rate"], 1e-9), 1.0, unit="x")
+    result.target("passthrough without the changelog: 1 worker / minimal loop",
+                  bare["steady_rate"] / max(reference["steady_rate"], 1e-9), 1.0, unit="x")
     return result
 
 
