@@ -12,6 +12,7 @@ dropping anything. Pure and synchronous; time is passed in as ``now`` (monotonic
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ def session_key(event: ChatEvent, scope: SessionScope) -> SessionKey:
     return (event.bot_id, event.channel_id, event.user_id)
 
 
+@functools.lru_cache(maxsize=16_384)  # a conversation's events repeat its key: quote it once
 def session_id_for(key: SessionKey) -> str:
     """A readable, unambiguous id: each part percent-quoted (so "/" cannot occur inside a
     part), joined with "/". Distinct keys always give distinct ids."""
