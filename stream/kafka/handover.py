@@ -1,10 +1,12 @@
 """Group membership: which partitions this member owns, and handing them over cleanly.
 
-On revocation (``hand_over``), in this order: the member stops counting as ready; in-flight
-work of the revoked partitions gets up to the rebalance timeout to finish; their queued work is
-dropped from the engine (the next owner answers it); the ledger lets go of them, so work still
-in flight can neither publish nor complete; then their watermarks are committed, inside the
-revoke callback, while this member still holds the generation.
+On revocation (``hand_over``), in this order: the member stops counting as ready; work owed
+for the revoked partitions gets up to the rebalance timeout to finish, its watermarks committed
+every ``_COMMIT_STEP_S`` meanwhile, and the wait ends early when the group refuses a commit (it
+moved on without this member); what is still queued is dropped from the engine (the next owner
+answers it); the ledger lets go of them, so work still in flight can neither publish nor
+complete; then their watermarks are committed, inside the revoke callback, while this member
+still holds the generation (unless the group already refused it).
 On assignment (``took_over``), the new partitions are owned (and paused if backpressure is on).
 """
 
@@ -26,6 +28,10 @@ from stream.kafka.readiness import Readiness
 __all__ = ["Membership"]
 
 log = logging.getLogger(__name__)
+
+# How often a hand-over commits what completed while it waits: what a refused commit can cost
+# is what completed since the previous one.
+_COMMIT_STEP_S = 0.1
 
 
 class ReleasesPartitions(Protocol):
@@ -50,10 +56,15 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.hand_over(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        # aiokafka fetches nothing of the new partitions before this returns, so their
-        # sessions are back before any of their events is processed.
+        # aiokafka may hand out records of the new partitions while this callback still runs:
+        # paused, none of their events is taken before their sessions are back.
         if self.restore is not None and assigned:
-            await self.restore(assigned)
+            self._consumer.pause(*assigned)
+            try:
+                await self.restore(assigned)
+            finally:
+                if not self._backpressure.paused:
+                    self._consumer.resume(*assigned)
         self.took_over(assigned)
 
     async def hand_over(self, revoked: Collection[TopicPartition]) -> None:
@@ -63,15 +74,29 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         self._readiness.set_member(False)
         deadline = time.monotonic() + self._timeout_s
-        await self._ledger.wait_for_completion(revoked, self._timeout_s)
+        # A broker may form the next generation before this callback returns (the embedded
+        # one does, about 2 s after the first member rejoins) and from then on refuses this
+        # member's commits while the new owner starts from the last one that landed. So what
+        # completes is committed as it completes, and a refused commit ends the wait: the
+        # partitions are someone else's, and anything answered from here on is a duplicate.
+        refused = False
+        while not await self._ledger.wait_for_completion(
+                revoked, max(0.0, min(_COMMIT_STEP_S, deadline - time.monotonic()))):
+            if self._ledger.commit_points(revoked):  # else ``refused`` is an older commit's
+                await self._ledger.commit(self._consumer, revoked,
+                                          timeout_s=max(0.5, deadline - time.monotonic()))
+                refused = self._ledger.refused
+            if refused or time.monotonic() >= deadline:
+                break
         dropped = self._engine.release_partitions(revoked)
         points = self._ledger.commit_points(revoked)
         self._ledger.forget(revoked)
         self.assignment -= set(revoked)
-        await self._ledger.send(self._consumer, points,
-                                timeout_s=max(0.5, deadline - time.monotonic()))
-        log.info("handed over %d partitions (%d queued events left to the next owner)",
-                 len(revoked), len(dropped))
+        if not refused:
+            await self._ledger.send(self._consumer, points,
+                                    timeout_s=max(0.5, deadline - time.monotonic()))
+        log.info("handed over %d partitions (%d queued events left to the next owner%s)",
+                 len(revoked), len(dropped), "; the group had moved on" if refused else "")
 
     def took_over(self, assigned: Collection[TopicPartition]) -> None:
         self.assignment = set(assigned)

@@ -8,6 +8,8 @@ Rules, in the order they decide:
 3. A commit sends, for each owned partition that advanced, the lowest offset still owed (the
    watermark, ``OffsetTracker``), waits at most the commit timeout, and is recorded only when
    the broker accepted it. A failed commit is retried by the next one: offsets only grow.
+4. ``refused`` tells whether the last commit sent was refused because the group has moved on
+   to a new generation (the partitions may already be another member's).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Collection
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import TopicPartition
 
 from stream.kafka.client import GroupConsumer
@@ -36,6 +38,7 @@ class CommitLedger:
         self._progress = asyncio.Event()
         self._counters = counters
         self._commit_timeout_s = commit_timeout_s
+        self.refused = False
 
     def track(self, source: RecordSource) -> None:
         self.offsets.track(source.tp, source.offset)
@@ -58,6 +61,10 @@ class CommitLedger:
         for tp in partitions:
             self.offsets.forget(tp)
             self._owed.pop(tp, None)
+
+    def partitions(self) -> tuple[TopicPartition, ...]:
+        """Partitions with records tracked and not let go of."""
+        return self.offsets.partitions()
 
     def pending(self, partitions: Collection[TopicPartition]) -> int:
         return sum(self.offsets.pending(tp) for tp in partitions)
@@ -106,6 +113,8 @@ class CommitLedger:
             # land; either way the next commit carries these offsets too (offsets only grow),
             # and after a shutdown the next owner resumes from the last commit that landed.
             log.warning("commit of %d partitions failed: %r", len(points), exc)
+            self.refused = isinstance(exc, CommitFailedError)
             return False
+        self.refused = False
         self._counters.commits += 1
         return True

@@ -217,12 +217,16 @@ class StreamRunner:
 
     async def commit(self, partitions: Collection[TopicPartition] | None = None,
                      timeout_s: float | None = None) -> None:
-        """Commit the watermark of each partition that advanced (all owned ones by default),
-        waiting at most ``timeout_s`` (``commit_timeout_seconds`` by default)."""
+        """Commit the watermark of each partition that advanced (all the ledger tracks by
+        default), waiting at most ``timeout_s`` (``commit_timeout_seconds`` by default)."""
         if self._consumer is None:
             return
+        # Not ``self.assignment``: aiokafka hands out records of new partitions while the
+        # assignment callback still runs, before they are in it, and a stop in that window must
+        # still commit what they answered. The ledger holds exactly what this member may commit.
         await self.ledger.commit(self._consumer,
-                                 self.assignment if partitions is None else partitions, timeout_s)
+                                 self.ledger.partitions() if partitions is None else partitions,
+                                 timeout_s)
 
     async def _shut_down(self, consumer: AIOKafkaConsumer) -> None:
         """Stop fetching, drain within the shutdown timeout, commit, close.

@@ -129,3 +129,18 @@ async def test_a_changelog_with_fewer_partitions_is_refused_at_start(settings_fo
     with pytest.raises(ChangelogMismatch, match="1 partitions"):
         async with running_chatstream(settings, ready_timeout_s=20):
             pass
+
+
+async def test_events_waiting_at_assignment_see_their_restored_session(settings_for):
+    """A turn already waiting in the topic when the next member joins is answered with the
+    restored history: no event of a partition is taken before its sessions are back."""
+    settings = settings_for(partitions=2)
+    first = [turn(0, "my parcel with the blue lamp has not arrived", user="waiting"),
+             turn(1, "it was sent on tuesday by express", user="waiting")]
+    async with running_chatstream(settings) as runner:
+        await answer(settings, runner, first)
+    async with TopicWatcher(settings, from_end=True) as watcher:
+        await publish_events(settings, [turn(2, "any news on the blue lamp?", user="waiting")])
+        async with running_chatstream(settings):
+            after = await watcher.wait_for("turn-waiting-2", timeout_s=30)
+    assert after["analysis"]["memory"]["data"]["history_size"] == 2

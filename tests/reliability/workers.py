@@ -66,6 +66,7 @@ def make_settings(bootstrap_servers: str, **overrides: object) -> Settings:
         "inbound_topic": f"in-{suffix}",
         "response_topic": f"out-{suffix}",
         "dlq_topic": f"dlq-{suffix}",
+        "changelog_topic": f"sessions-{suffix}",
         "partitions": 8,
         "session_timeout_ms": 3000,
         "heartbeat_interval_ms": 600,

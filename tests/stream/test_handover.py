@@ -92,3 +92,30 @@ async def test_backpressure_pauses_at_the_limit_and_resumes_below_half():
     assert backpressure.paused
     backpressure.apply(5)
     assert consumer.paused == set() and not backpressure.paused
+
+
+async def test_new_partitions_stay_paused_until_their_sessions_are_restored():
+    """While the restore of an assignment runs, its partitions are paused; resumed after."""
+    member, _, consumer, _, _, _ = membership()
+    seen_paused: list[set[Any]] = []
+
+    async def restore(assigned: Any) -> None:
+        seen_paused.append(set(consumer.paused))
+
+    member.restore = restore
+    await member.on_partitions_assigned({KEPT, REVOKED})
+    assert seen_paused == [{KEPT, REVOKED}]
+    assert consumer.paused == set() and member.assignment == {KEPT, REVOKED}
+
+
+async def test_a_restore_under_backpressure_leaves_the_partitions_paused():
+    """Backpressure on: the restored partitions are not resumed by the restore."""
+    member, _, consumer, _, _, backpressure = membership()
+    backpressure.apply(buffered=10)
+
+    async def restore(assigned: Any) -> None:
+        return None
+
+    member.restore = restore
+    await member.on_partitions_assigned({REVOKED})
+    assert REVOKED in consumer.paused
