@@ -107,15 +107,7 @@ class RetryPolicy:
         self, budget_s: float, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     ) -> AsyncRetrying:
         """A fresh tenacity controller for one step execution (raises the last error itself)."""
-        return AsyncRetrying(
-            retry=retry_if_exception_type(TransientProcessorError),
-            wait=wait_exponential_jitter(
-                multiplier=self.initial_s, max=self.max_s, jitter=self.jitter_s
-            ),
-            stop=stop_after_attempt(self.retries + 1) | stop_before_delay(budget_s),
-            sleep=sleep,
-            reraise=True,
-        )
+        return self._controller(self.retries + 1, self.initial_s, budget_s, sleep)
 
     async def after_first_failure(
         self, budget_s: float, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -124,12 +116,16 @@ class RetryPolicy:
         the first backoff, then controls the ``retries`` attempts left (same waits as
         ``retrying``). Lets a caller try once with no retry machinery on the path of success."""
         await sleep(min(self.initial_s, self.max_s) + random.uniform(0, self.jitter_s))
+        # Its attempt n is retrying's attempt n + 1: the backoff starts one doubling later.
+        return self._controller(self.retries, self.initial_s * 2, budget_s, sleep)
+
+    def _controller(self, attempts: int, first_wait_s: float, budget_s: float,
+                    sleep: Callable[[float], Awaitable[None]]) -> AsyncRetrying:
         return AsyncRetrying(
             retry=retry_if_exception_type(TransientProcessorError),
-            wait=wait_exponential_jitter(
-                multiplier=self.initial_s * 2, max=self.max_s, jitter=self.jitter_s
-            ),
-            stop=stop_after_attempt(self.retries) | stop_before_delay(budget_s),
+            wait=wait_exponential_jitter(multiplier=first_wait_s, max=self.max_s,
+                                         jitter=self.jitter_s),
+            stop=stop_after_attempt(attempts) | stop_before_delay(budget_s),
             sleep=sleep,
             reraise=True,
         )

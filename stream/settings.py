@@ -371,6 +371,23 @@ def describe_error(error: ValidationError) -> str:
     return f"invalid {variable}={value!r}: {item['msg']}{suffix}"
 
 
+# What puts another process on the same broker, group and topics (a member started by a test or
+# a benchmark, a supervised worker): everything else it reads from its own environment.
+_PLACEMENT_FIELDS = ("kafka_bootstrap_servers", "group_id", "inbound_topic", "response_topic",
+                     "dlq_topic", "changelog_topic", "partitions")
+
+
+def placement_environment(settings: Settings) -> dict[str, str]:
+    """The environment variables (by their primary names) that give a process started with them
+    the broker, group and topics of ``settings``."""
+    env = {}
+    for name in _PLACEMENT_FIELDS:
+        alias = Settings.model_fields[name].validation_alias
+        assert isinstance(alias, AliasChoices)
+        env[str(alias.choices[0])] = str(getattr(settings, name))
+    return env
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment (overrides win); raise SettingsError when invalid."""
     try:

@@ -35,7 +35,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from infra.broker import free_loopback_port
 from stream.botkit.client import BotClient
 from stream.kafka.topics import ensure_topics
-from stream.settings import Settings, load_settings
+from stream.settings import Settings, load_settings, placement_environment
 
 RELIABILITY_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = RELIABILITY_DIR.parents[1]
@@ -80,14 +80,8 @@ def worker_env(settings: Settings, http_port: int, extra: dict[str, str]) -> dic
     """The environment of one worker: ours, not whatever the test runner happens to carry."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_PREFIXES_DROPPED)}
     env.update(BASE_ENV)
+    env.update(placement_environment(settings))
     env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "CHATSTREAM_GROUP_ID": settings.group_id,
-        "CHATSTREAM_INBOUND_TOPIC": settings.inbound_topic,
-        "CHATSTREAM_RESPONSE_TOPIC": settings.response_topic,
-        "CHATSTREAM_DLQ_TOPIC": settings.dlq_topic,
-        "CHATSTREAM_CHANGELOG_TOPIC": settings.changelog_topic,
-        "CHATSTREAM_PARTITIONS": str(settings.partitions),
         "CHATSTREAM_HTTP_HOST": "127.0.0.1",
         "CHATSTREAM_HTTP_PORT": str(http_port),
     })

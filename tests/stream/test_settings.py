@@ -68,3 +68,20 @@ def test_cli_exits_with_status_2_on_bad_configuration():
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "MAX_CONCURRENT_SESSIONS='abc'" in lines[0]
+
+
+def test_placement_environment_starts_a_process_on_the_same_topics():
+    """Settings read back from placement_environment name the same broker, group and topics."""
+    import os
+    from unittest import mock
+
+    from stream.settings import placement_environment
+
+    original = load_settings(kafka_bootstrap_servers="127.0.0.1:1234", group_id="g",
+                             inbound_topic="i", response_topic="r", dlq_topic="d",
+                             changelog_topic="s", partitions=3)
+    with mock.patch.dict(os.environ, placement_environment(original), clear=True):
+        again = load_settings()
+    fields = ("kafka_bootstrap_servers", "group_id", "inbound_topic", "response_topic",
+              "dlq_topic", "changelog_topic", "partitions")
+    assert {f: getattr(again, f) for f in fields} == {f: getattr(original, f) for f in fields}

@@ -32,12 +32,11 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from stream.kafka.topics import ensure_topics
-from stream.settings import Settings, load_settings
+from stream.settings import Settings, load_settings, placement_environment
 
 __all__ = ["Members", "ResponseReader", "Responses", "Run", "bench_settings", "member_env",
            "offer", "preload", "read_responses", "run_children"]
 
-_MEMBER = [sys.executable, "-c", "from stream.app.cli import main; main()", "run"]
 _REFERENCE = [sys.executable, "-m", "stream.devtools.bench.reference"]
 
 
@@ -56,14 +55,8 @@ def member_env(settings: Settings, extra: Mapping[str, str] | None = None) -> di
     should not wait out Kafka's production defaults to join)."""
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("CHATSTREAM_", "KAFKA_", "OTEL_"))}
+    env.update(placement_environment(settings))
     env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "CHATSTREAM_GROUP_ID": settings.group_id,
-        "CHATSTREAM_INBOUND_TOPIC": settings.inbound_topic,
-        "CHATSTREAM_RESPONSE_TOPIC": settings.response_topic,
-        "CHATSTREAM_DLQ_TOPIC": settings.dlq_topic,
-        "CHATSTREAM_CHANGELOG_TOPIC": settings.changelog_topic,
-        "CHATSTREAM_PARTITIONS": str(settings.partitions),
         "CHATSTREAM_KAFKA_SESSION_TIMEOUT_MS": "3000",
         "CHATSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS": "600",
         "CHATSTREAM_LOG_LEVEL": "WARNING",
@@ -307,6 +300,3 @@ async def _wait_for_responses(settings: Settings, expected: int, timeout_s: floa
 def reference_command() -> list[str]:
     return list(_REFERENCE)
 
-
-def member_command() -> list[str]:
-    return list(_MEMBER)

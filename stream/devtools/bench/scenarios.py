@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from infra.broker import EmbeddedBroker
+from stream.app.supervisor import member_command
 from stream.devtools.bench.harness import (
     Members,
     ResponseReader,
     bench_settings,
-    member_command,
     member_env,
     offer,
     preload,
