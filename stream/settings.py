@@ -92,14 +92,14 @@ class Settings(BaseSettings):
     )
     producer_linger_ms: int = Field(
         5, ge=0, le=1000, validation_alias=_env("CHATSTREAM_PRODUCER_LINGER_MS"),
-        description="how long the producer waits to fill a batch",
+        description="how long the producer waits to fill a batch of dead letters or of "
+        "records published one by one (answers go out in batches per broker round trip)",
     )
     producer_max_batch_bytes: int = Field(
         262_144, ge=16_384, le=16_777_216,
         validation_alias=_env("CHATSTREAM_PRODUCER_MAX_BATCH_BYTES"),
-        description="largest batch per partition; once one is full, sends to that partition "
-        "wait for it to drain, so a small batch throttles a busy member (keep it under the "
-        "broker's message.max.bytes)",
+        description="largest batch per partition (keep it under the broker's "
+        "message.max.bytes); a larger answer is published on its own, in its place",
     )
     producer_acks: Literal["all", "1", "0"] = Field(
         "all", validation_alias=_env("CHATSTREAM_PRODUCER_ACKS"),
@@ -266,6 +266,11 @@ class Settings(BaseSettings):
         description="time limit of one API call",
     )
 
+    gc_young_threshold: int = Field(
+        50_000, ge=0, le=10_000_000, validation_alias=_env("CHATSTREAM_GC_YOUNG_THRESHOLD"),
+        description="allocations between collections of the youngest generation in a member "
+        "process (Python's default is 700; 0 keeps Python's thresholds)",
+    )
     workers: int = Field(
         _CPUS, ge=1, le=256, validation_alias=_env("CHATSTREAM_WORKERS"),
         description="group members `chatstream run` starts under one supervisor",

@@ -64,8 +64,9 @@ def run(
 
         env = dict(os.environ)
         raise typer.Exit(supervise(settings.workers, env))
-    from stream.app.service import run_service
+    from stream.app.service import run_service, tune_garbage_collector
 
+    tune_garbage_collector(settings.gc_young_threshold)
     asyncio.run(run_service(settings))
 
 

@@ -8,6 +8,7 @@ with the latency histograms the sink feeds.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -20,9 +21,21 @@ from stream.kafka.member import StreamRunner
 from stream.observability.metrics import LatencyMetrics
 from stream.settings import Settings
 
-__all__ = ["Service", "install_stop_signals", "run_service"]
+__all__ = ["Service", "install_stop_signals", "run_service", "tune_garbage_collector"]
 
 log = logging.getLogger(__name__)
+
+
+def tune_garbage_collector(young_threshold: int) -> None:
+    """For a member process (not for library users' processes): what is loaded by now stays
+    out of every collection (``gc.freeze``), and the youngest generation is collected every
+    ``young_threshold`` allocations instead of 700, the older ones a tenth as often as Python's
+    default. Each event allocates dozens of short-lived containers, so with the defaults the
+    collector ran every few events and took about a quarter of a member's time (measured with
+    ``chatstream bench passthrough``). 0 keeps Python's defaults."""
+    gc.freeze()
+    if young_threshold > 0:
+        gc.set_threshold(young_threshold, 50, 100)
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -6,7 +6,7 @@ Rules, in the order they apply:
 2. A pipeline that raises fails the event: ``sink.failed(item, error)``. A cancelled one (the
    engine stopped) fails it with the ``CancelledError`` and re-raises it.
 3. Otherwise ``on_response`` runs first (the concurrent engine records the event into its
-   session there, so the session's next event sees it), then ``sink.answered`` is awaited.
+   session there, so the session's next event sees it), then ``sink.answered`` takes it.
 Exactly one of ``answered`` / ``failed`` is called per event.
 """
 
@@ -59,9 +59,7 @@ async def answer(
         sink.failed(item, error)
         return None
     try:
-        await sink.answered(item, response)
-    except asyncio.CancelledError:
-        raise
+        sink.answered(item, response)
     except Exception:  # a sink must route its own failures; this is a bug, not load
         log.exception("sink failed to take the answer of event %s", item.event.event_id)
     return response

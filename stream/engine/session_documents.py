@@ -17,7 +17,12 @@ from datetime import datetime
 from typing import Any
 
 from schemas.context import HistoryMessage
-from stream.engine.sessions import EMOTION_TRAJECTORY_SIZE, SessionKey, SessionState
+from stream.engine.sessions import (
+    EMOTION_TRAJECTORY_SIZE,
+    SessionKey,
+    SessionState,
+    message_json,
+)
 
 __all__ = ["DOCUMENT_VERSION", "from_document", "to_document"]
 
@@ -28,11 +33,14 @@ def to_document(state: SessionState) -> dict[str, Any]:
     """The document, to be encoded by orjson: history messages stay dataclasses and times stay
     datetimes, which orjson writes as objects and RFC 3339 strings in C (built per answer, so
     no Python-level conversion here)."""
+    # The window as encoded when each message was recorded, unless it was filled otherwise.
+    history = state.history_json if len(state.history_json) == len(state.recent_messages) \
+        else state.recent_messages
     return {
         "version": DOCUMENT_VERSION,
         "key": state.key,
         "message_count": state.message_count,
-        "recent_messages": tuple(state.recent_messages),
+        "recent_messages": tuple(history),
         "current_thread_id": state.current_thread_id,
         "thread_count": state.thread_count,
         "emotion_trajectory": tuple(state.emotion_trajectory),
@@ -56,6 +64,7 @@ def from_document(document: Any, now: float, history_size: int) -> SessionState:
                            datetime.fromisoformat(m["timestamp"]),
                            None if m["thread_id"] is None else str(m["thread_id"]))
             for m in document["recent_messages"])
+        state.history_json.extend(message_json(m) for m in state.recent_messages)
         state.current_thread_id = document["current_thread_id"]
         state.thread_count = int(document["thread_count"])
         state.emotion_trajectory = deque(

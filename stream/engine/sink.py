@@ -1,10 +1,10 @@
 """Where an engine hands every event it is done with: the one exit of the engine.
 
 Contract, for every admitted event exactly once:
-- ``answered(item, response)``: the response is ready. The engine awaits it before the next
-  event of the same session starts, so a sink that publishes keeps each session's responses in
-  order. It must not raise (a failure to deliver is the sink's to route); it may be cancelled
-  when the engine stops.
+- ``answered(item, response)``: the response is ready. The engine calls it before the next
+  event of the same session starts, so a sink that publishes in call order (the Kafka sink
+  queues per partition) keeps each session's responses in order. It returns at once and must
+  not raise: delivering, and routing a failure to deliver, are the sink's.
 - ``failed(item, error)``: the event will not be answered by this engine. ``error`` is an
   ``EngineStopped`` when it was dropped (stop, partition handed over), a ``CancelledError``
   when the engine stopped while processing it, and whatever the processing raised otherwise.
@@ -39,7 +39,7 @@ class SessionLog(Protocol):
 class Sink(Protocol):
     counters: EventCounters
 
-    async def answered(self, item: WorkItem, response: ResponseEvent) -> None: ...
+    def answered(self, item: WorkItem, response: ResponseEvent) -> None: ...
 
     def failed(self, item: WorkItem, error: BaseException) -> None: ...
 
@@ -50,7 +50,7 @@ class WaiterSink:
     def __init__(self, counters: EventCounters | None = None) -> None:
         self.counters = counters or EventCounters()
 
-    async def answered(self, item: WorkItem, response: ResponseEvent) -> None:
+    def answered(self, item: WorkItem, response: ResponseEvent) -> None:
         self.counters.answered += 1
         self.counters.degraded += bool(response.degraded)
         end_process_span(item.trace)

@@ -2,13 +2,16 @@
 topic, so a partition's conversations move with it to whichever member owns it next.
 
 Rules, in the order they apply:
-1. Written with the response: ``KafkaSink.answered`` sends the session's document (keyed by
+1. Written with the response: ``KafkaSink.answered`` queues the session's document (keyed by
    session id, to the inbound record's partition number) together with the response, and the
-   record's offset completes only once both are acknowledged. A crash between the two acks
-   leaves the offset uncommitted: the next owner answers the event again (the same response
-   id) from the state before it, so the state is never ahead of the answers that were kept.
-2. A session that ends for good (expired or evicted) gets a tombstone; one handed over does
-   not (its state is the next owner's).
+   record's offset completes only once both are acknowledged. A document still queued when
+   the session's next one comes is replaced by it (one record per session per batch); the
+   earlier event's offset then waits for the later document, which includes it. A crash
+   between the acks leaves the offset uncommitted: the next owner answers the event again (the
+   same response id) from the state before it, so the state is never ahead of the answers
+   that were kept.
+2. A session that ends for good (expired or evicted) gets a tombstone, queued behind its last
+   document; one handed over does not (its state is the next owner's).
 3. On assignment, before any event of a partition is fetched (aiokafka awaits the assignment
    callback first), ``restore`` reads that changelog partition from the start to the high
    watermark seen after the first fetch and keeps the last document per key (tombstones
@@ -19,7 +22,6 @@ Rules, in the order they apply:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Hashable, Iterable
@@ -34,7 +36,6 @@ from stream.engine.session_documents import from_document
 from stream.engine.sessions import SessionState
 from stream.engine.work import WorkItem
 from stream.kafka.config import common_client_config
-from stream.kafka.outcome import Publishes
 from stream.kafka.records import Delivery
 from stream.observability.counters import EventCounters
 from stream.settings import Settings
@@ -42,6 +43,13 @@ from stream.settings import Settings
 __all__ = ["Changelog", "Restored"]
 
 log = logging.getLogger(__name__)
+
+
+class Queues(Protocol):
+    """``OrderedBatches``: a record of a key queued after (or in place of) the key's last."""
+
+    def add(self, delivery: Delivery, on_done: Callable[[BaseException | None], None],
+            coalesce: bool = False) -> None: ...
 
 
 class RestoresSessions(Protocol):
@@ -58,14 +66,13 @@ class Restored:
 
 
 class Changelog:
-    def __init__(self, settings: Settings, publisher: Publishes, counters: EventCounters,
+    def __init__(self, settings: Settings, batches: Queues, counters: EventCounters,
                  owned: Callable[[], Collection[TopicPartition]]) -> None:
         self._settings = settings
         self._topic = settings.changelog_topic
-        self._publisher = publisher
+        self._batches = batches
         self._counters = counters
         self._owned = owned  # a session of a partition handed over is not ours to tombstone
-        self._tombstones: set[asyncio.Task[None]] = set()
 
     def delivery(self, item: WorkItem) -> Delivery | None:
         """The changelog record for an answered item, or None (no state, no partition)."""
@@ -76,24 +83,19 @@ class Changelog:
                         value=orjson.dumps(item.session_state), partition=partition.partition)
 
     def dropped(self, state: SessionState) -> None:
-        """Write the tombstone of a session that ended for good (in the background)."""
+        """Queue the tombstone of a session that ended for good, after (or instead of, if
+        still queued) its last state."""
         if not isinstance(state.partition, TopicPartition) or state.partition not in self._owned():
             return
-        tombstone = Delivery(topic=self._topic, key=state.session_id.encode(), value=None,
+        key = state.session_id.encode()
+        tombstone = Delivery(topic=self._topic, key=key, value=None,
                              partition=state.partition.partition)
-        task = asyncio.create_task(self._publish_tombstone(tombstone))
-        self._tombstones.add(task)
-        task.add_done_callback(self._tombstones.discard)
 
-    async def _publish_tombstone(self, tombstone: Delivery) -> None:
-        try:
-            await self._publisher.publish(tombstone)
-        except Exception as exc:  # a lost tombstone only keeps a stale session restorable
-            log.warning("tombstone of session %s not written: %r", tombstone.key, exc)
+        def written(error: BaseException | None) -> None:
+            if error is not None:  # a lost tombstone only keeps a stale session restorable
+                log.warning("tombstone of session %s not written: %r", state.session_id, error)
 
-    async def close(self, timeout_s: float) -> None:
-        if self._tombstones:
-            await asyncio.wait(set(self._tombstones), timeout=timeout_s)
+        self._batches.add(tombstone, written, coalesce=True)
 
     async def restore_into(self, engine: RestoresSessions,
                            assigned: Collection[TopicPartition]) -> int:

@@ -4,8 +4,9 @@ What happens to one record, top to bottom:
 1. ``getmany`` fetches it; the ``CommitLedger`` tracks it as owed.
 2. It is decoded. A record that fails is handed to the ``KafkaSink`` as rejected (dead letter).
 3. Otherwise the engine admits it (``Engine.submit``) and, once done, hands it to the same
-   sink: ``answered`` publishes and waits for the ack, ``failed`` dead-letters it. Only then
-   does the ledger complete its offset: every record ends answered or dead-lettered.
+   sink: ``answered`` queues the response in order (``OrderedBatches``), ``failed``
+   dead-letters it. Only once that is acknowledged does the ledger complete its offset: every
+   record ends answered or dead-lettered.
 4. Every ``commit_interval_ms`` the ledger commits each owned partition's watermark.
 Around the loop: ``Backpressure`` pauses partitions while too much is buffered, ``Membership``
 hands partitions over on a rebalance, ``Readiness`` says whether ``/readyz`` is green.
@@ -29,6 +30,7 @@ from schemas.events import ChatEvent
 from stream.engine.sink import Sink
 from stream.engine.work import WorkItem
 from stream.kafka.backpressure import Backpressure
+from stream.kafka.batches import OrderedBatches
 from stream.kafka.changelog import Changelog
 from stream.kafka.config import consumer_config, producer_config
 from stream.kafka.handover import Membership
@@ -101,7 +103,6 @@ class StreamRunner:
         self._membership: Membership | None = None
         self._backpressure: Backpressure | None = None
         self._traced = False
-        self._changelog: Changelog | None = None
 
     # -- read by the HTTP endpoints and tests -----------------------------------------------
 
@@ -141,9 +142,12 @@ class StreamRunner:
         await producer.start()
         try:
             publisher = Publisher(producer)
-            changelog = Changelog(self.settings, publisher, self.counters,
+            batches = OrderedBatches(producer, publisher,
+                                     max_batch_bytes=self.settings.producer_max_batch_bytes)
+            await batches.prepare([self.settings.response_topic])
+            changelog = Changelog(self.settings, batches, self.counters,
                                   owned=lambda: self.assignment) if self.settings.changelog else None
-            self._sink = KafkaSink(publisher, self.ledger, self.counters,
+            self._sink = KafkaSink(publisher, batches, self.ledger, self.counters,
                                    response_topic=self.settings.response_topic,
                                    dlq_topic=self.settings.dlq_topic,
                                    latency_observer=self._latency_observer, changelog=changelog)
@@ -159,7 +163,6 @@ class StreamRunner:
             self._consumer = consumer
             if changelog is not None:
                 await _check_copartitioned(consumer, self.settings)
-            self._changelog = changelog
             self._backpressure = Backpressure(consumer, self.settings.max_buffered, self.counters)
             self._membership = Membership(consumer, self.engine, self.ledger, self.readiness,
                                           self._backpressure,
@@ -192,7 +195,7 @@ class StreamRunner:
                 for records in fetched.values():
                     for record in records:
                         self._take(RecordSource.from_record(record))
-                self._backpressure.apply(self.engine.buffered + self._sink.dead_letters_in_flight)
+                self._backpressure.apply(self.engine.buffered + self._sink.in_flight)
                 if time.monotonic() >= next_commit:
                     # Raced with stop too: a commit waiting on an absent broker must not delay it.
                     await _unless_stopped(self.commit(), stop_waiter)
@@ -243,14 +246,13 @@ class StreamRunner:
         # so every acknowledged response counts; then wait for dead letters, including those
         # of events that failed during the grace period.
         await self.engine.stop(timeout_s=0.5)
+        await self._sink.flush(max(0.1, deadline - time.monotonic()))
         await self._sink.wait_for_dead_letters(max(0.1, deadline - time.monotonic()))
         await self.commit(timeout_s=max(0.5, deadline - time.monotonic()))
         if not drained:
             log.warning("shutdown timeout: %d events left unanswered and uncommitted",
                         self.engine.buffered)
-        await self._sink.cancel_dead_letters()
-        if self._changelog is not None:
-            await self._changelog.close(max(0.1, deadline - time.monotonic()))
+        await self._sink.close()
         self.readiness.set_member(False)
         await _bounded(consumer.stop(), max(1.0, deadline - time.monotonic()), "consumer stop")
 

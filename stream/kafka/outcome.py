@@ -1,7 +1,8 @@
 """The Kafka sink: how every record ends, answered or dead-lettered, in one place.
 
 For each record, exactly one of:
-- ``answered``: the response is published and acknowledged, then the offset completes.
+- ``answered``: the response, and the session's new state when there is a changelog, are
+  queued in order (``OrderedBatches``); once both are acknowledged the offset completes.
   A response the broker refuses for good (``PublishRejected``) is dead-lettered instead
   (stage "publish").
 - ``failed`` with an error from processing: the record is dead-lettered (stage "processing").
@@ -27,6 +28,7 @@ from opentelemetry.trace import Span
 from schemas.codec import encode
 from schemas.events import ResponseEvent
 from stream.engine.work import EngineStopped, WorkItem
+from stream.kafka.batches import Done
 from stream.kafka.dead_letter import FailureReason, Reason, dead_letter, without_value
 from stream.kafka.ledger import CommitLedger
 from stream.kafka.publisher import PublishRejected
@@ -36,10 +38,12 @@ from stream.observability.tracing import (
     SpanName,
     annotate_response,
     end_process_span,
+    end_publish_span,
     publish_span,
+    start_publish_span,
 )
 
-__all__ = ["KafkaSink", "LatencyObserver", "Publishes", "StateLog"]
+__all__ = ["Batches", "KafkaSink", "LatencyObserver", "Publishes", "StateLog"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,19 @@ class Publishes(Protocol):
 
     async def publish(self, delivery: Delivery) -> Any: ...
 
-    async def publish_all(self, deliveries: list[Delivery]) -> Any: ...
+
+class Batches(Protocol):
+    """``OrderedBatches``: queues deliveries in order, reports each one's acknowledgement."""
+
+    waiting: int
+
+    def partition_of(self, topic: str, key: bytes) -> int: ...
+
+    def add(self, delivery: Delivery, on_done: Done, coalesce: bool = False) -> None: ...
+
+    async def flush(self, timeout_s: float) -> bool: ...
+
+    async def close(self) -> None: ...
 
 
 class StateLog(Protocol):
@@ -63,12 +79,13 @@ class LatencyObserver(Protocol):
 
 
 class KafkaSink:
-    def __init__(self, publisher: Publishes, ledger: CommitLedger, counters: EventCounters, *,
-                 response_topic: str, dlq_topic: str,
+    def __init__(self, publisher: Publishes, batches: Batches, ledger: CommitLedger,
+                 counters: EventCounters, *, response_topic: str, dlq_topic: str,
                  latency_observer: LatencyObserver | None = None,
                  changelog: StateLog | None = None) -> None:
         self.counters = counters
         self._publisher = publisher
+        self._batches = batches
         self._ledger = ledger
         self._response_topic = response_topic
         self._dlq_topic = dlq_topic
@@ -78,49 +95,63 @@ class KafkaSink:
 
     # -- the engine's exit ---------------------------------------------------------------------
 
-    async def answered(self, item: WorkItem, response: ResponseEvent) -> None:
-        """Publish the response and wait for its ack; only then may its offset commit."""
+    def answered(self, item: WorkItem, response: ResponseEvent) -> None:
+        """Queue the response (and the session's new state) in order; the offset completes
+        once both are acknowledged (``_Acks``)."""
         source: RecordSource | None = item.source
         if source is not None and not self._ledger.owns(source):
             end_process_span(item.trace, EngineStopped("partition handed over in flight"))
             return
+        key = response.channel_id.encode()
+        delivery = Delivery(topic=self._response_topic, key=key, value=encode(response),
+                            partition=self._batches.partition_of(self._response_topic, key))
         span: Span | None = item.trace
-        delivery = Delivery(topic=self._response_topic, key=response.channel_id.encode(),
-                            value=encode(response))
+        publishing = None
+        if span is not None:  # tracing off: no span calls on the per-event path
+            annotate_response(span, item, response)
+            publishing, delivery.headers = start_publish_span(
+                span, self._response_topic, response.channel_id, SpanName.RESPONSE_PUBLISH)
         state = self._changelog.delivery(item) if self._changelog is not None else None
-        try:
-            if span is None:  # tracing off: no span calls on the per-event path
-                await self._publish(delivery, state)
-            else:
-                annotate_response(span, item, response)
-                with publish_span(span, self._response_topic, response.channel_id,
-                                  name=SpanName.RESPONSE_PUBLISH) as headers:
-                    delivery.headers = headers
-                    await self._publish(delivery, state)
-        except PublishRejected as rejected:
-            self._fail(item, rejected, FailureReason("publish", type(rejected.error).__name__,
-                                                     str(rejected)))
-            return
-        except BaseException as error:  # stopping (cancelled, producer closed): next owner
-            end_process_span(span, error)
-            if not isinstance(error, Exception):
-                raise
-            log.warning("response to %s not published (%r); its offset stays uncommitted",
-                        item.event.event_id, error)
-            return
-        end_process_span(span)
+        acks = _Acks(self, item, response, publishing, 1 if state is None else 2)
+        self._batches.add(delivery, acks.done)
+        if state is not None:  # a later state of the session still queued replaces this one
+            self._batches.add(state, acks.done, coalesce=True)
+
+    def _published(self, item: WorkItem, response: ResponseEvent,
+                   publishing: Span | None) -> None:
+        end_publish_span(publishing, item.trace)
+        end_process_span(item.trace)
         self.counters.answered += 1
         self.counters.degraded += bool(response.degraded)
+        source: RecordSource | None = item.source
         if source is not None:
             self._ledger.complete(source)
             self._observe_latency(source, response)
 
-    async def _publish(self, response: Delivery, state: Delivery | None) -> None:
-        # The session's new state goes out with its response; both acks precede the offset.
-        if state is None:
-            await self._publisher.publish(response)
-        else:
-            await self._publisher.publish_all([response, state])
+    def _not_published(self, item: WorkItem, publishing: Span | None,
+                       error: BaseException) -> None:
+        end_publish_span(publishing, item.trace, error)
+        if isinstance(error, PublishRejected) and item.source is not None:
+            self._fail(item, error, FailureReason("publish", type(error.error).__name__,
+                                                  str(error)))
+            return
+        end_process_span(item.trace, error)  # stopping (producer closed): the next owner
+        log.warning("response to %s not published (%r); its offset stays uncommitted",
+                    item.event.event_id, error)
+
+    @property
+    def in_flight(self) -> int:
+        """Answers waiting for their acknowledgement, and dead letters being sent."""
+        return self._batches.waiting + len(self._dead_letters)
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until every queued answer is acknowledged or failed; False on timeout."""
+        return await self._batches.flush(timeout_s)
+
+    async def close(self) -> None:
+        """Cancel answers still waiting (their offsets stay uncommitted) and dead letters."""
+        await self._batches.close()
+        await self.cancel_dead_letters()
 
     def failed(self, item: WorkItem, error: BaseException) -> None:
         """Dead-letter an event the engine could not answer; a dropped one is left as it is."""
@@ -137,10 +168,6 @@ class KafkaSink:
                                source, span)
 
     # -- dead letters --------------------------------------------------------------------------
-
-    @property
-    def dead_letters_in_flight(self) -> int:
-        return len(self._dead_letters)
 
     async def wait_for_dead_letters(self, timeout_s: float) -> None:
         if self._dead_letters:
@@ -200,3 +227,26 @@ class KafkaSink:
             log.exception("latency observer failed")
 
 
+
+
+class _Acks:
+    """Counts the acknowledgements an answer waits for (its response, its session state);
+    the first failure decides the answer's fate, and later reports are ignored."""
+
+    __slots__ = ("_item", "_publishing", "_remaining", "_response", "_sink")
+
+    def __init__(self, sink: KafkaSink, item: WorkItem, response: ResponseEvent,
+                 publishing: Span | None, remaining: int) -> None:
+        self._sink, self._item, self._response = sink, item, response
+        self._publishing, self._remaining = publishing, remaining
+
+    def done(self, error: BaseException | None) -> None:
+        if self._remaining == 0:
+            return
+        if error is not None:
+            self._remaining = 0
+            self._sink._not_published(self._item, self._publishing, error)
+            return
+        self._remaining -= 1
+        if self._remaining == 0:
+            self._sink._published(self._item, self._response, self._publishing)

@@ -157,6 +157,31 @@ def publish_span(parent: Span | None, topic: str, key: str | None, name: str | N
             raise
 
 
+def start_publish_span(parent: Span, topic: str, key: str | None, name: str
+                       ) -> tuple[Span, list[tuple[str, bytes]]]:
+    """A PRODUCER span for a publish that is acknowledged later (``end_publish_span``), and
+    the headers carrying its context."""
+    attributes = {Attr.MESSAGING_SYSTEM: "kafka", Attr.MESSAGING_OPERATION: "send",
+                  Attr.DESTINATION: topic}
+    if key is not None:
+        attributes[Attr.MESSAGE_KEY] = key
+    span = tracer().start_span(name, context=trace.set_span_in_context(parent),
+                               kind=SpanKind.PRODUCER, attributes=attributes)
+    return span, headers_with_context(trace.set_span_in_context(span))
+
+
+def end_publish_span(span: Span | None, parent: Span | None,
+                     error: BaseException | None = None) -> None:
+    """End a span of ``start_publish_span``; a failed publish marks the process span too."""
+    if span is None:
+        return
+    if error is not None:
+        mark_error(span, type(error).__name__, f"publish failed: {error!r}")
+        if parent is not None and parent.is_recording():
+            mark_error(parent, type(error).__name__, f"publish failed: {error!r}")
+    span.end()
+
+
 def mark_error(span: Span, error_type: str, message: str) -> None:
     span.set_attribute(Attr.ERROR_TYPE, error_type)
     span.set_status(Status(StatusCode.ERROR, message[:200]))

@@ -83,6 +83,79 @@ class FakePublisher:
         self.sent.append(delivery)
 
 
+class FakeBatch:
+    """``BatchBuilder``: takes up to ``capacity`` records, then reports itself full (None)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.records: list[tuple[bytes | None, bytes | None]] = []
+        self.capacity = capacity
+        self.closed = False
+
+    def append(self, *, key: bytes | None, value: bytes | None, timestamp: Any,
+               headers: Any) -> object | None:
+        if self.closed or len(self.records) >= self.capacity:
+            return None
+        self.records.append((key, value))
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeBatchProducer:
+    """``BatchProducer``: acknowledges each batch on the next loop iteration (or when ``gate``
+    opens), or fails it with what ``failures`` holds for its topic (once each). ``batches``
+    holds what was acknowledged, in order: (topic, partition, records)."""
+
+    def __init__(self, partitions: int = 4, capacity: int = 1000,
+                 landed: list[Delivery] | None = None) -> None:
+        self.partitions = partitions
+        self.landed = landed  # each acknowledged record, also appended here
+        self.capacity = capacity
+        self.batches: list[tuple[str, int, list[tuple[bytes | None, bytes | None]]]] = []
+        self.failures: dict[str, list[BaseException]] = {}
+        self.gate: asyncio.Event | None = None
+        self.in_flight: dict[tuple[str, int], int] = {}
+        self.most_in_flight = 0
+        self._acks: set[asyncio.Task[None]] = set()
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self.capacity)
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int
+                         ) -> asyncio.Future[None]:
+        tp = (topic, partition)
+        self.in_flight[tp] = self.in_flight.get(tp, 0) + 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight[tp])
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def acknowledge() -> None:
+            await asyncio.sleep(0)
+            if self.gate is not None:
+                await self.gate.wait()
+            self.in_flight[tp] -= 1
+            queued = self.failures.get(topic)
+            if queued:
+                acked.set_exception(queued.pop(0))
+                return
+            self.batches.append((topic, partition, list(batch.records)))
+            if self.landed is not None:
+                self.landed += [Delivery(topic, k, v, partition=partition)
+                                for k, v in batch.records]
+            acked.set_result(None)
+
+        task = asyncio.ensure_future(acknowledge())
+        self._acks.add(task)
+        task.add_done_callback(self._acks.discard)
+        return acked
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+    def records(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+        return [r for t, _, records in self.batches if t == topic for r in records]
+
+
 def record(tp: TopicPartition, offset: int, content: str = "hello") -> RecordSource:
     return RecordSource(tp=tp, offset=offset, key=b"c", value=content.encode())
 

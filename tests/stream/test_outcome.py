@@ -7,10 +7,11 @@ import asyncio
 import orjson
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from aiokafka.structs import TopicPartition
-from member_fakes import FakePublisher, record, work_item
+from member_fakes import FakeBatchProducer, FakePublisher, record, work_item
 
 from schemas.codec import DecodeError
 from stream.engine.work import EngineStopped, build_response
+from stream.kafka.batches import OrderedBatches
 from stream.kafka.dead_letter import reason_of
 from stream.kafka.ledger import CommitLedger
 from stream.kafka.outcome import KafkaSink
@@ -20,11 +21,25 @@ from stream.observability.counters import EventCounters
 TP = TopicPartition("in", 0)
 
 
-def sink() -> tuple[KafkaSink, CommitLedger, FakePublisher]:
-    counters = EventCounters()
-    ledger, publisher = CommitLedger(counters, 1.0), FakePublisher()
-    return KafkaSink(publisher, ledger, counters, response_topic="out", dlq_topic="dlq"), \
-        ledger, publisher
+class Sink:
+    """A Kafka sink over fakes of the producer (batches) and the publisher (one by one)."""
+
+    def __init__(self) -> None:
+        self.counters = EventCounters()
+        self.ledger, self.publisher = CommitLedger(self.counters, 1.0), FakePublisher()
+        self.producer = FakeBatchProducer()
+        self.batches = OrderedBatches(self.producer, self.publisher, max_batch_bytes=16_384)
+        self.exit = KafkaSink(self.publisher, self.batches, self.ledger, self.counters,
+                              response_topic="out", dlq_topic="dlq")
+
+    async def ready(self) -> Sink:
+        await self.batches.prepare(["out"])
+        return self
+
+
+async def sink() -> tuple[KafkaSink, CommitLedger, FakePublisher]:
+    made = await Sink().ready()
+    return made.exit, made.ledger, made.publisher
 
 
 def response_for(item):  # type: ignore[no-untyped-def]
@@ -32,26 +47,32 @@ def response_for(item):  # type: ignore[no-untyped-def]
 
 
 async def test_an_answered_record_is_published_then_its_offset_completes():
-    """The response goes to the response topic keyed by channel; the record is no longer owed."""
-    exit_, ledger, publisher = sink()
+    """The response goes to the response topic keyed by channel; once acknowledged, the record
+    is no longer owed."""
+    made = await Sink().ready()
     source = record(TP, 0)
-    ledger.track(source)
+    made.ledger.track(source)
     item = work_item(source)
-    await exit_.answered(item, response_for(item))
-    (sent,) = publisher.sent
-    assert sent.topic == "out" and sent.key == b"c"
-    assert orjson.loads(sent.value)["in_reply_to"] == item.event.event_id
-    assert ledger.pending({TP}) == 0 and exit_.counters.answered == 1
+    made.exit.answered(item, response_for(item))
+    assert made.ledger.pending({TP}) == 1 and made.exit.in_flight == 1  # not acknowledged yet
+    assert await made.exit.flush(5)
+    ((key, value),) = made.producer.records("out")
+    assert key == b"c" and orjson.loads(value)["in_reply_to"] == item.event.event_id
+    assert made.ledger.pending({TP}) == 0 and made.counters.answered == 1
+    assert made.exit.in_flight == 0
 
 
 async def test_a_response_refused_for_good_is_dead_lettered_with_stage_publish():
     """A too-large response: the original record goes to the DLQ, then the offset completes."""
-    exit_, ledger, publisher = sink()
+    made = await Sink().ready()
+    exit_, ledger, publisher = made.exit, made.ledger, made.publisher
     source = record(TP, 0, "original bytes")
     ledger.track(source)
     item = work_item(source)
+    made.producer.failures["out"] = [MessageSizeTooLargeError()]  # the batch, then the record
     publisher.errors["out"] = [PublishRejected("out", MessageSizeTooLargeError())]
-    await exit_.answered(item, response_for(item))
+    exit_.answered(item, response_for(item))
+    await exit_.flush(5)
     await exit_.wait_for_dead_letters(5)
     (dead,) = publisher.sent
     assert dead.topic == "dlq" and dead.value == b"original bytes"
@@ -62,7 +83,7 @@ async def test_a_response_refused_for_good_is_dead_lettered_with_stage_publish()
 
 async def test_a_failed_event_is_dead_lettered_with_stage_processing():
     """An error from processing dead-letters the record with the error's type."""
-    exit_, ledger, publisher = sink()
+    exit_, ledger, publisher = await sink()
     source = record(TP, 0)
     ledger.track(source)
     exit_.failed(work_item(source), RuntimeError("bug"))
@@ -74,7 +95,7 @@ async def test_a_failed_event_is_dead_lettered_with_stage_processing():
 
 async def test_a_dropped_event_is_neither_published_nor_completed():
     """EngineStopped (stop, hand-over) leaves the record owed: the next owner answers it."""
-    exit_, ledger, publisher = sink()
+    exit_, ledger, publisher = await sink()
     source = record(TP, 0)
     ledger.track(source)
     exit_.failed(work_item(source), EngineStopped("partition revoked"))
@@ -85,18 +106,19 @@ async def test_a_dropped_event_is_neither_published_nor_completed():
 
 async def test_an_answer_for_a_handed_over_record_is_not_published():
     """Work that finishes after its partition was let go publishes nothing."""
-    exit_, ledger, publisher = sink()
+    made = await Sink().ready()
     source = record(TP, 0)
-    ledger.track(source)
-    ledger.forget({TP})
+    made.ledger.track(source)
+    made.ledger.forget({TP})
     item = work_item(source)
-    await exit_.answered(item, response_for(item))
-    assert publisher.sent == [] and exit_.counters.answered == 0
+    made.exit.answered(item, response_for(item))
+    await made.exit.flush(5)
+    assert made.producer.batches == [] and made.counters.answered == 0
 
 
 async def test_a_record_the_dlq_refuses_is_sent_without_its_bytes():
     """The DLQ refusing the original bytes gets the reason alone; the offset completes."""
-    exit_, ledger, publisher = sink()
+    exit_, ledger, publisher = await sink()
     source = record(TP, 0, "x" * 100)
     ledger.track(source)
     publisher.errors["dlq"] = [PublishRejected("dlq", MessageSizeTooLargeError())]
@@ -109,7 +131,7 @@ async def test_a_record_the_dlq_refuses_is_sent_without_its_bytes():
 
 async def test_a_dead_letter_that_cannot_be_sent_leaves_the_offset_owed():
     """A client error while dead-lettering (stopping, a bug) keeps the record for the next owner."""
-    exit_, ledger, publisher = sink()
+    exit_, ledger, publisher = await sink()
     source = record(TP, 0)
     ledger.track(source)
     publisher.errors["dlq"] = [KafkaConnectionError("closed")]

@@ -30,10 +30,15 @@ def test_a_document_restores_the_same_session(contents, emotions, history):
         emotion = emotions[i] if i < len(emotions) else None
         state.record(_event(content, f"e{i}", start + timedelta(seconds=i)),
                      thread_id=f"t{i // 3}", new_thread=i % 3 == 0, emotion=emotion, now=float(i))
-    decoded = orjson.loads(orjson.dumps(to_document(state)))  # as the changelog stores it
-    restored = from_document(decoded, now=99.0, history_size=history)
+    encoded = orjson.dumps(to_document(state))  # as the changelog stores it
+    restored = from_document(orjson.loads(encoded), now=99.0, history_size=history)
     assert restored.snapshot() == state.snapshot()
     assert restored.key == state.key and restored.last_activity == 99.0
+    # The window encoded message by message when recorded reads as the window encoded whole,
+    # also after a restore.
+    state.history_json.clear()
+    assert orjson.loads(encoded) == orjson.loads(orjson.dumps(to_document(state)))
+    assert orjson.dumps(to_document(restored)) == encoded
 
 
 @pytest.mark.parametrize("document", [

@@ -7,6 +7,7 @@ Members run as ``chatstream run`` child processes configured through the environ
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from collections.abc import Callable
@@ -101,10 +102,14 @@ def _profiler(path: Path | None) -> Callable[[list[int]], None] | None:
         return None
     import shutil
     import subprocess
+    import sys
+
+    # The virtualenv's py-spy, also when its bin folder is not on PATH.
+    spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
 
     def attach(pids: list[int]) -> None:
-        if shutil.which("py-spy") is not None:
-            subprocess.Popen(["py-spy", "record", "--format", "raw", "--nonblocking", "--rate",
+        if spy is not None:
+            subprocess.Popen([spy, "record", "--format", "raw", "--nonblocking", "--rate",
                               "200", "-o", str(path), "--pid", str(pids[0])],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return attach
