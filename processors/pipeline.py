@@ -120,12 +120,17 @@ class ProcessorPipeline:
 
     async def _run(self, context: ProcessorContext, resilient: bool) -> PipelineResult:
         analysis_steps = self._analysis
-        if len(analysis_steps) > 1:
-            results = await asyncio.gather(
-                *(self._step(p, context, resilient) for p in analysis_steps))
-        else:  # one step or none: no gather, no task per step
-            results = [await self._step(p, context, resilient) for p in analysis_steps]
-        outcomes = {p.name: o for p, o in zip(analysis_steps, results, strict=True)}
+        waiting = [p for p in analysis_steps if p.kind is not ExecutionKind.INLINE]
+        if len(waiting) > 1:
+            # Steps that wait (async, thread, process) side by side; inline ones meanwhile
+            # run on the loop one after another anyway, so they get no task of their own.
+            gathered = asyncio.gather(*(self._step(p, context, resilient) for p in waiting))
+            found = {p.name: await self._step(p, context, resilient)
+                     for p in analysis_steps if p.kind is ExecutionKind.INLINE}
+            found.update(zip((p.name for p in waiting), await gathered, strict=True))
+            outcomes = {p.name: found[p.name] for p in analysis_steps}
+        else:  # at most one step waits: no gather, no task per step
+            outcomes = {p.name: await self._step(p, context, resilient) for p in analysis_steps}
         analysis = {n: o.data for n, o in outcomes.items() if o.status is ProcessorStatus.OK}
         compose_context = replace(context, analysis=analysis)
         reply: str | None = None
