@@ -39,17 +39,34 @@ class SessionIndex:
 
 def build_index(messages: tuple[HistoryMessage, ...],
                 previous: SessionIndex | None = None) -> SessionIndex:
-    """Index ``messages`` (pure). Documents already in ``previous`` are reused, so a session's
-    index costs only the new messages' tokenisation as its window slides."""
+    """Index ``messages`` (pure). Documents already in ``previous`` are reused and its document
+    frequencies updated by what joined and left, so a session's index costs only the changed
+    messages as its window slides."""
     known = {doc.event_id: doc for doc in previous.docs} if previous is not None else {}
     docs = tuple(
         known.get(m.event_id) or _Doc(m.event_id, m.content, term_counts(m.content))
         for m in messages
     )
-    doc_freq: Counter[str] = Counter()
+    if previous is None:
+        doc_freq: Counter[str] = Counter()
+        for doc in docs:
+            doc_freq.update(doc.counts.keys())
+        return SessionIndex(docs, dict(doc_freq))
+    kept = {doc.event_id for doc in docs}
+    frequencies = dict(previous.doc_freq)
+    for doc in previous.docs:
+        if doc.event_id not in kept:
+            for term in doc.counts:
+                left = frequencies[term] - 1
+                if left:
+                    frequencies[term] = left
+                else:
+                    del frequencies[term]
     for doc in docs:
-        doc_freq.update(doc.counts.keys())
-    return SessionIndex(docs, dict(doc_freq))
+        if doc.event_id not in known:
+            for term in doc.counts:
+                frequencies[term] = frequencies.get(term, 0) + 1
+    return SessionIndex(docs, frequencies)
 
 
 def cosine(left: dict[str, float], right: dict[str, float]) -> float:
@@ -69,11 +86,18 @@ def rank(index: SessionIndex, query: str, top_k: int, min_score: float) -> list[
     query_vector = index.vector(term_counts(query))
     if not query_vector:
         return []
-    scored = [
-        (cosine(query_vector, index.vector(doc.counts)), position, doc)
-        for position, doc in enumerate(index.docs)
-    ]
-    scored = [item for item in scored if item[0] >= min_score]
+    # Each term's idf once, not once per document holding it; a document sharing no term with
+    # the query scores 0 and is not weighed at all.
+    count = len(index.docs)
+    idf = {term: math.log((1 + count) / (1 + df)) + 1.0 for term, df in index.doc_freq.items()}
+    scored = []
+    for position, doc in enumerate(index.docs):
+        if query_vector.keys().isdisjoint(doc.counts):
+            score = 0.0
+        else:
+            score = cosine(query_vector, {t: tf * idf[t] for t, tf in doc.counts.items()})
+        if score >= min_score:
+            scored.append((score, position, doc))
     scored.sort(key=lambda item: (item[0], item[1]), reverse=True)
     return [
         {"event_id": doc.event_id, "content": doc.content[:SNIPPET_CHARS], "score": round(s, 4)}

@@ -28,6 +28,7 @@ from processors.resilience import CircuitBreaker, RetryPolicy
 from processors.workers import WorkerPools, spawn_process_pool
 from schemas.context import ProcessorContext, SessionUpdate
 from schemas.events import ProcessorOutcome, ProcessorStatus
+from schemas.trusted import trusted
 
 if TYPE_CHECKING:
     from processors.settings import PipelineSettings
@@ -195,9 +196,9 @@ class ProcessorPipeline:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         # Built unvalidated: every field comes from this method, and ``data`` is a JSON-checked
         # dict (``_as_json``), so validation would only cost time on every step.
-        return ProcessorOutcome.model_construct(status=status, data=data, error=error,
-                                                attempts=max(attempts.count, 1),
-                                                duration_ms=round(elapsed_ms, 3))
+        return trusted(ProcessorOutcome, {"status": status, "data": data, "error": error,
+                                          "attempts": max(attempts.count, 1),
+                                          "duration_ms": round(elapsed_ms, 3)})
 
     async def _attempts(self, processor: Processor, context: ProcessorContext,
                         attempts: _Attempts, resilient: bool) -> dict[str, Any]:

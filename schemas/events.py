@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,6 +25,7 @@ Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, stri
 # Fixed namespace: response ids must be identical across processes and releases so that a
 # reader can drop the duplicates a crash produces.
 RESPONSE_NAMESPACE = uuid.UUID("6f1d9f3e-3b8a-5c41-9a57-2d0c1b7e4a10")
+_NAMESPACE_BYTES = RESPONSE_NAMESPACE.bytes
 SCHEMA_VERSION: Literal[1] = 1
 
 
@@ -161,8 +163,15 @@ class ProcessorOutcome(BaseModel):
 
 
 def response_id_for(event_id: str, bot_id: str) -> str:
-    """Deterministic response id: reprocessing an event yields the same id."""
-    return str(uuid.uuid5(RESPONSE_NAMESPACE, f"{bot_id}\x1f{event_id}"))
+    """Deterministic response id: reprocessing an event yields the same id. It is
+    ``str(uuid.uuid5(RESPONSE_NAMESPACE, f"{bot_id}\x1f{event_id}"))``, computed without the
+    ``UUID`` object (a third of the cost, on every answer)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{bot_id}\x1f{event_id}".encode(),
+                                    usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 class ResponseEvent(BaseModel):

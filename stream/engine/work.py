@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.events import ChatEvent, Priority, ProcessorOutcome, ResponseEvent, response_id_for
+from schemas.events import (
+    SCHEMA_VERSION,
+    ChatEvent,
+    Priority,
+    ProcessorOutcome,
+    ResponseEvent,
+    response_id_for,
+)
+from schemas.trusted import trusted
 from stream.engine.priority import classify
 from stream.engine.sessions import SessionKey, session_id_for, session_key
 from stream.settings import SessionScope
@@ -77,18 +85,19 @@ def build_response(
 ) -> ResponseEvent:
     event = item.event
     # Built unvalidated: every field comes from the engine, already typed.
-    return ResponseEvent.model_construct(
-        response_id=response_id_for(event.event_id, event.bot_id),
-        in_reply_to=event.event_id,
-        bot_id=event.bot_id,
-        channel_id=event.channel_id,
-        user_id=event.user_id,
-        session_id=item.session_id,
-        priority=item.priority,
-        reply=reply,
-        analysis=outcomes,
-        degraded=degraded,
-        queued_ms=round(queued_ms, 3),
-        processing_ms=round(processing_ms, 3),
-        processed_at=datetime.now(UTC),
-    )
+    return trusted(ResponseEvent, {
+        "response_id": response_id_for(event.event_id, event.bot_id),
+        "in_reply_to": event.event_id,
+        "bot_id": event.bot_id,
+        "channel_id": event.channel_id,
+        "user_id": event.user_id,
+        "session_id": item.session_id,
+        "priority": item.priority,
+        "reply": reply,
+        "analysis": outcomes,
+        "degraded": degraded,
+        "queued_ms": round(queued_ms, 3),
+        "processing_ms": round(processing_ms, 3),
+        "processed_at": datetime.now(UTC),
+        "schema_version": SCHEMA_VERSION,
+    })

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
@@ -7,7 +8,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from processors.cache import ContextCache
-from processors.memory import MemoryProcessor, build_index, cosine, rank
+from processors.memory import (
+    SNIPPET_CHARS,
+    MemoryProcessor,
+    SessionIndex,
+    _Doc,
+    build_index,
+    cosine,
+    rank,
+)
+from processors.text import term_counts
 from schemas.context import HistoryMessage
 
 HISTORY = [
@@ -106,3 +116,47 @@ def test_extended_index_equals_a_fresh_one(texts, drop, add):
     earlier = messages[: max(0, len(messages) - add)]
     later = messages[drop:]
     assert build_index(later, build_index(earlier)) == build_index(later)
+
+
+def _reference_index(messages):  # type: ignore[no-untyped-def]
+    """TF-IDF built from scratch, the plain way: the oracle for the incremental index."""
+    docs = tuple(_Doc(m.event_id, m.content, term_counts(m.content)) for m in messages)
+    frequencies: Counter[str] = Counter()
+    for doc in docs:
+        frequencies.update(doc.counts.keys())
+    return SessionIndex(docs, dict(frequencies))
+
+
+def _reference_rank(index, query, top_k, min_score):  # type: ignore[no-untyped-def]
+    query_vector = index.vector(term_counts(query))
+    if not query_vector:
+        return []
+    scored = [(cosine(query_vector, index.vector(doc.counts)), position, doc)
+              for position, doc in enumerate(index.docs)]
+    scored = sorted((s for s in scored if s[0] >= min_score), key=lambda s: (s[0], s[1]),
+                    reverse=True)
+    return [{"event_id": d.event_id, "content": d.content[:SNIPPET_CHARS], "score": round(s, 4)}
+            for s, _, d in scored[:top_k]]
+
+
+_WORDS = st.sampled_from(["order", "parcel", "late", "refund", "help", "broken", "screen", "phone", "card", "reset"])
+
+
+@given(st.lists(st.lists(_WORDS, max_size=6).map(" ".join), max_size=40),
+       st.lists(st.lists(_WORDS, max_size=4).map(" ".join), min_size=1, max_size=5),
+       st.integers(1, 6), st.integers(1, 20))
+def test_the_sliding_index_ranks_exactly_as_one_built_from_scratch(contents, queries, step,
+                                                                   window):
+    """The window slides by ``step`` messages at a time; each index, extended from the one
+    before, has the document frequencies and gives the ranking of an index built anew."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    messages = [HistoryMessage(f"e{i}", text, at) for i, text in enumerate(contents)]
+    previous = None
+    for end in range(0, len(messages) + 1, step):
+        shown = tuple(messages[max(0, end - window):end])
+        index = build_index(shown, previous)
+        reference = _reference_index(shown)
+        assert index.doc_freq == reference.doc_freq
+        for query in queries:
+            assert rank(index, query, 3, 0.1) == _reference_rank(reference, query, 3, 0.1)
+        previous = index

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from datetime import UTC, datetime
 
 import orjson
@@ -21,6 +22,7 @@ from schemas import (
     encode,
     response_id_for,
 )
+from schemas.events import RESPONSE_NAMESPACE
 
 VALID = {"event_id": "e1", "bot_id": "b", "channel_id": "c", "user_id": "u", "content": "hi"}
 
@@ -176,3 +178,10 @@ def test_encode_matches_pydantic_json_mode(data, when):
     """The one-pass encoder yields the same JSON document as ``model_dump(mode="json")``."""
     response = _response_with(data, when)
     assert orjson.loads(encode(response)) == response.model_dump(mode="json")
+
+
+@given(st.text(max_size=60), st.text(max_size=20))
+def test_response_ids_are_the_uuid5_of_bot_and_event(event_id, bot_id):
+    """The hand-rolled id equals the standard library's uuid5 of the same name."""
+    expected = uuid.uuid5(RESPONSE_NAMESPACE, f"{bot_id}\x1f{event_id}")
+    assert response_id_for(event_id, bot_id) == str(expected)
