@@ -139,7 +139,8 @@ def _reference_rank(index, query, top_k, min_score):  # type: ignore[no-untyped-
             for s, _, d in scored[:top_k]]
 
 
-_WORDS = st.sampled_from(["order", "parcel", "late", "refund", "help", "broken", "screen", "phone", "card", "reset"])
+_WORDS = st.sampled_from(["order", "parcel", "late", "refund", "help", "broken", "screen",
+                          "phone", "card", "reset"])
 
 
 @given(st.lists(st.lists(_WORDS, max_size=6).map(" ".join), max_size=40),
