@@ -11,8 +11,10 @@ deadline counts from that first suspension, microseconds after the step started)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+from processors.eager import Resumed
 
 __all__ = ["Deadline", "within"]
 
@@ -46,35 +48,4 @@ async def within(step: Coroutine[Any, Any, T], deadline: Deadline) -> T:
         step.close()
         raise
     async with deadline.arm():
-        return await _Resumed(step, suspended_on)
-
-
-class _Resumed:
-    """The rest of a coroutine already run up to its first suspension, as an awaitable: it
-    hands the event loop what the coroutine yielded and forwards what comes back (a value, an
-    exception such as a cancellation, or a close), as ``await`` itself does."""
-
-    __slots__ = ("_first", "_step")
-
-    def __init__(self, step: Coroutine[Any, Any, Any], first: Any) -> None:
-        self._step = step
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        step, to_yield = self._step, self._first
-        while True:
-            try:
-                sent = yield to_yield
-            except GeneratorExit:
-                step.close()
-                raise
-            except BaseException as exc:  # thrown in by the task: a cancellation, mostly
-                try:
-                    to_yield = step.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    to_yield = step.send(sent)
-                except StopIteration as done:
-                    return done.value
+        return await Resumed(step, suspended_on)

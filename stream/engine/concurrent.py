@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Hashable, Iterable
 from typing import Any, Protocol
 
 from processors.cache import ContextCache, run_cache_cleaner
+from processors.eager import start_eagerly
 from processors.pipeline import PipelineResult
 from schemas.context import ProcessorContext, SessionUpdate
 from schemas.events import ChatEvent, ProcessorOutcome, ResponseEvent
@@ -81,6 +82,7 @@ class ConcurrentConversationManager:
         self._closed = False  # True once stop() has drained: nothing new starts
         self._served = ServedStats(clock())
         self._session_log: SessionLog | None = None
+        self._pumping = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -163,10 +165,25 @@ class ConcurrentConversationManager:
         return not self._scheduler.is_idle(key)
 
     def _pump(self) -> None:
-        while (ready := self._scheduler.pop_ready(self._clock())) is not None:
-            task = asyncio.create_task(self._run(ready[1]))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+        """Start every event the scheduler lets go. Each runs at once, on this stack, and
+        becomes a task only if it suspends (``start_eagerly``): an event whose steps never
+        wait is answered here. An event finishing inside this loop calls ``_pump`` again;
+        that call returns and this loop goes on, so the stack never deepens."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while (ready := self._scheduler.pop_ready(self._clock())) is not None:
+                try:
+                    task = start_eagerly(self._run(ready[1]))
+                except Exception:  # _run routes every failure to the sink: this is a bug
+                    log.exception("event %s could not be run", ready[1].event.event_id)
+                    continue
+                if task is not None:
+                    self._running.add(task)
+                    task.add_done_callback(self._running.discard)
+        finally:
+            self._pumping = False
 
     # -- processing --------------------------------------------------------------------------
 

@@ -8,9 +8,14 @@ Rules, in the order they decide:
 3. A ready lane's level is the highest priority of any item queued in it (priority
    inheritance): a critical message is not stuck behind its own session's low-priority head.
 4. Aging: a lane ready for ``aging_seconds * k`` counts as ``k`` levels more urgent, capped at
-   critical, so low-priority work is served even under a sustained stream of urgent work (a
-   low lane reaches critical after ``3 * aging_seconds``).
+   high, so low-priority work is served even under a sustained stream of high and normal work
+   (a low lane reaches high after ``2 * aging_seconds``), while critical work is never
+   overtaken by work that merely waited.
 5. Among ready lanes: most urgent effective level first, then earliest ready time (FIFO).
+6. A lane holding a critical item keeps its place as it drains: when one of its items
+   completes, it is ready again since its first critical item arrived, not since now, so the
+   items ahead of that one run back to back instead of queueing again behind every other
+   critical lane each time.
 
 Ready lanes sit in one heap per level, keyed by (ready time, ready sequence). Within a level
 the heap head is the oldest lane, hence also the most aged, so the next lane is the best of at
@@ -38,12 +43,14 @@ __all__ = ["PriorityScheduler"]
 T = TypeVar("T")
 
 _LEVELS = tuple(Priority)  # ordered most urgent first: index == Priority.rank
+_CRITICAL, _HIGH = Priority.CRITICAL.rank, Priority.HIGH.rank
 
 
 class _Queued(NamedTuple, Generic[T]):
     seq: int  # global push order, so remove_queued returns items in push order
     priority: Priority
     item: T
+    at: float  # when it was pushed
 
 
 @dataclass(eq=False, slots=True)
@@ -97,7 +104,7 @@ class PriorityScheduler(Generic[T]):
         lane = self._lanes.get(session_key)
         if lane is None:
             lane = self._lanes[session_key] = _Lane(session_key)
-        lane.items.append(_Queued(next(self._seq), priority, item))
+        lane.items.append(_Queued(next(self._seq), priority, item, now))
         lane.by_rank[priority.rank] += 1
         self._depth[priority.rank] += 1
         if lane.in_flight:
@@ -139,7 +146,8 @@ class PriorityScheduler(Generic[T]):
         return lane.key, queued.item
 
     def complete(self, session_key: Hashable, now: float) -> None:
-        """The session's in-flight item finished; its lane becomes ready again at ``now``.
+        """The session's in-flight item finished; its lane becomes ready again at ``now``
+        (or, holding a critical item, since that item arrived: rule 6).
 
         Raises ValueError when the session has nothing in flight (a caller bug).
         """
@@ -151,9 +159,14 @@ class PriorityScheduler(Generic[T]):
         if not lane.items:
             del self._lanes[session_key]
             return
-        lane.ready_since = now
-        lane.ready_seq = next(self._seq)
-        self._enqueue(lane, lane.level())
+        level = lane.level()
+        if level == _CRITICAL:  # rule 6
+            first = next(q for q in lane.items if q.priority.rank == _CRITICAL)
+            lane.ready_since, lane.ready_seq = first.at, first.seq
+        else:
+            lane.ready_since = now
+            lane.ready_seq = next(self._seq)
+        self._enqueue(lane, level)
 
     # --- rebalance --------------------------------------------------------------------------
 
@@ -235,8 +248,10 @@ class PriorityScheduler(Generic[T]):
             self._enqueue(lane, lane.level())
 
     def _effective(self, rank: int, ready_since: float, now: float) -> int:
+        if rank == _CRITICAL:
+            return rank
         waited = max(0.0, now - ready_since)
-        return max(0, rank - int(waited // self._aging))
+        return max(_HIGH, rank - int(waited // self._aging))
 
     def _enqueue(self, lane: _Lane[T], rank: int) -> None:
         if lane.token < 0:

@@ -43,6 +43,8 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
                  readiness: Readiness, backpressure: Backpressure,
                  rebalance_timeout_s: float) -> None:
         self.assignment: set[TopicPartition] = set()
+        self.handovers = 0  # hand-overs begun so far
+        self._revoked: list[frozenset[TopicPartition]] = []  # each hand-over's partitions
         # Restores the sessions of newly assigned partitions (the changelog), when there is one.
         self.restore: Callable[[Collection[TopicPartition]], Awaitable[Any]] | None = None
         self._consumer = consumer
@@ -72,6 +74,8 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
         owner (its offsets are not committed)."""
         if not revoked:
             return
+        self._revoked.append(frozenset(revoked))
+        self.handovers += 1
         self._readiness.set_member(False)
         deadline = time.monotonic() + self._timeout_s
         # A broker may form the next generation before this callback returns (the embedded
@@ -97,6 +101,10 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
                                     timeout_s=max(0.5, deadline - time.monotonic()))
         log.info("handed over %d partitions (%d queued events left to the next owner%s)",
                  len(revoked), len(dropped), "; the group had moved on" if refused else "")
+
+    def revoked_since(self, handovers: int) -> frozenset[TopicPartition]:
+        """The partitions handed over since ``handovers`` hand-overs had begun."""
+        return frozenset().union(*self._revoked[handovers:])
 
     def took_over(self, assigned: Collection[TopicPartition]) -> None:
         self.assignment = set(assigned)

@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Records taken between two turns of the event loop (measured: 32 doubled the passthrough rate
+# over a whole fetch at once, and kept less in memory).
+_RECORDS_BETWEEN_PAUSES = 32
+
 
 class Engine(Protocol):
     """What the member needs of an engine (concurrent manager or sequential path)."""
@@ -192,9 +196,7 @@ class StreamRunner:
                 # does, and a task per fetch would cost more than that bounded wait.
                 fetched = await self._consumer.getmany(
                     timeout_ms=200, max_records=self.settings.max_poll_records)
-                for records in fetched.values():
-                    for record in records:
-                        self._take(RecordSource.from_record(record))
+                await self._take_all(fetched)
                 self._backpressure.apply(self.engine.buffered + self._sink.in_flight)
                 if time.monotonic() >= next_commit:
                     # Raced with stop too: a commit waiting on an absent broker must not delay it.
@@ -202,6 +204,26 @@ class StreamRunner:
                     next_commit = time.monotonic() + self.settings.commit_interval_ms / 1000
         finally:
             stop_waiter.cancel()
+
+    async def _take_all(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        """Take the records of one fetch, letting the loop run every few records.
+
+        Events whose steps never wait are answered inside ``_take``; without these pauses a
+        full fetch would be answered before any answer's batch is sent or acknowledged (and
+        ``getmany`` does not yield while records are buffered). During a pause the group may
+        take partitions away: their records still in hand are left to the next owner."""
+        assert self._membership is not None
+        handovers = self._membership.handovers
+        taken = 0
+        for tp, records in fetched.items():
+            for record in records:
+                if self._membership.handovers != handovers \
+                        and tp in self._membership.revoked_since(handovers):
+                    break
+                self._take(RecordSource.from_record(record))
+                taken += 1
+                if taken % _RECORDS_BETWEEN_PAUSES == 0:
+                    await asyncio.sleep(0)
 
     def _take(self, source: RecordSource) -> None:
         """Track, decode and submit one record (or hand it to the sink as rejected)."""

@@ -119,3 +119,17 @@ async def test_a_restore_under_backpressure_leaves_the_partitions_paused():
     member.restore = restore
     await member.on_partitions_assigned({REVOKED})
     assert REVOKED in consumer.paused
+
+
+async def test_the_partitions_handed_over_since_a_mark_are_known_also_when_given_back():
+    """The member leaves records in hand of a partition handed over meanwhile, even if the
+    partition came back (its position was reset: they will be fetched again)."""
+    member, *_ = membership()
+    member.took_over({KEPT, REVOKED})
+    mark = member.handovers
+    assert member.revoked_since(mark) == frozenset()
+    await member.hand_over({REVOKED})
+    member.took_over({KEPT, REVOKED})
+    await member.hand_over({KEPT})
+    assert member.revoked_since(mark) == {KEPT, REVOKED}
+    assert member.revoked_since(mark + 1) == {KEPT}

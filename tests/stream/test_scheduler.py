@@ -164,12 +164,31 @@ def test_aging_makes_a_waiting_lane_more_urgent() -> None:
     assert sched.pop_ready(2.0) == ("old", "old-low")
 
 
-def test_aging_is_capped_at_critical_and_ties_go_to_earlier_lane() -> None:
-    """An aged lane never outranks critical; ties at critical go to the lane ready first."""
+def test_aging_is_capped_at_high_so_critical_always_goes_first() -> None:
+    """However long a lane waited, it never counts as critical; at high, ties go to the lane
+    ready first."""
     sched = _scheduler(aging=1.0)
-    sched.push("crit", C, "crit", 0.0)
-    sched.push("low", L, "low", 0.5)
-    assert sched.pop_ready(100.0) == ("crit", "crit")
+    sched.push("low", L, "low", 0.0)
+    sched.push("crit", C, "crit", 50.0)
+    sched.push("high", H, "high", 60.0)
+    assert _drain(sched, 100.0) == ["crit", "low", "high"]
+
+
+def test_a_lane_holding_a_critical_item_keeps_its_place_as_it_drains() -> None:
+    """The items ahead of a critical one run back to back: after each, the lane is ready since
+    its critical item arrived, ahead of critical lanes that arrived later."""
+    sched = _scheduler(max_in_flight=1)
+    for i in range(3):
+        sched.push("s", L, f"s-low{i}", 0.0)
+    sched.push("s", C, "s-crit", 1.0)
+    sched.push("t", C, "t-crit", 2.0)
+    order = []
+    now = 3.0
+    while (popped := sched.pop_ready(now)) is not None:
+        order.append(popped[1])
+        sched.complete(popped[0], now)
+        now += 1.0
+    assert order == ["s-low0", "s-low1", "s-low2", "s-crit", "t-crit"]
 
 
 def test_aging_not_yet_enough() -> None:
@@ -279,15 +298,15 @@ def test_heaps_stay_bounded_under_repeated_inheritance() -> None:
 # --- starvation -------------------------------------------------------------------------------
 
 
-def test_low_item_is_served_under_a_critical_flood() -> None:
-    """With aging, a low item is popped within ~4 aging periods under a flood of critical work."""
+def test_low_item_is_served_under_a_flood_of_high_work() -> None:
+    """With aging, a low item is popped within ~3 aging periods under a flood of high work."""
     aging = 1.0
     dt = 0.01
     sched = _scheduler(max_in_flight=1, aging=aging)
-    backlog = 20  # critical items always waiting: 20 * dt = 0.2 s of work ahead
+    backlog = 20  # high items always waiting: 20 * dt = 0.2 s of work ahead
     counter = 0
     for _ in range(backlog):
-        sched.push(f"c{counter}", C, f"c{counter}", 0.0)
+        sched.push(f"h{counter}", H, f"h{counter}", 0.0)
         counter += 1
     now = 0.0
     t0 = 1.0
@@ -297,7 +316,7 @@ def test_low_item_is_served_under_a_critical_flood() -> None:
         if not pushed_low and now >= t0:
             sched.push("low-session", L, "low", now)
             pushed_low = True
-        sched.push(f"c{counter}", C, f"c{counter}", now)
+        sched.push(f"h{counter}", H, f"h{counter}", now)
         counter += 1
         key, item = sched.pop_ready(now)  # type: ignore[misc]
         sched.complete(key, now)
@@ -306,7 +325,16 @@ def test_low_item_is_served_under_a_critical_flood() -> None:
             break
         now += dt
     assert served_at is not None
-    assert served_at <= t0 + 4 * aging
+    assert served_at <= t0 + 3 * aging
+
+
+def test_critical_work_is_never_overtaken_by_aged_work() -> None:
+    """Under a flood of critical work, aged lanes wait: critical is strict."""
+    sched = _scheduler(max_in_flight=1, aging=1.0)
+    sched.push("low", L, "low", 0.0)
+    for i in range(50):
+        sched.push(f"c{i}", C, f"c{i}", 0.0)
+    assert _drain(sched, 100.0)[-1] == "low"
 
 
 def test_without_aging_low_priority_waits_for_all_critical() -> None:
@@ -323,7 +351,7 @@ def test_without_aging_low_priority_waits_for_all_critical() -> None:
 
 class _ModelLane:
     def __init__(self) -> None:
-        self.items: deque[tuple[Priority, str]] = deque()
+        self.items: deque[tuple[Priority, str, float, int]] = deque()  # prio, item, at, seq
         self.in_flight = False
         self.ready_since = 0.0
         self.ready_seq = 0
@@ -345,10 +373,13 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.last_popped: dict[str, int] = {}
         self.ready_counter = 0
 
+    def _tick(self) -> int:
+        self.ready_counter += 1
+        return self.ready_counter
+
     def _make_ready(self, lane: _ModelLane) -> None:
         lane.ready_since = self.now
-        self.ready_counter += 1
-        lane.ready_seq = self.ready_counter
+        lane.ready_seq = self._tick()
 
     def _expected(self) -> Hashable | None:
         in_flight = sum(lane.in_flight for lane in self.lanes.values())
@@ -358,9 +389,9 @@ class SchedulerMachine(RuleBasedStateMachine):
         for key, lane in self.lanes.items():
             if lane.in_flight or not lane.items:
                 continue
-            level = min(prio.rank for prio, _ in lane.items)
+            level = min(prio.rank for prio, *_ in lane.items)
             waited = max(0.0, self.now - lane.ready_since)
-            effective = max(0, level - int(waited // self.aging))
+            effective = level if level == 0 else max(1, level - int(waited // self.aging))
             candidate = (effective, lane.ready_since, lane.ready_seq, key)
             if best is None or candidate[:3] < best[:3]:
                 best = candidate
@@ -378,9 +409,10 @@ class SchedulerMachine(RuleBasedStateMachine):
         lane = self.lanes.get(key)
         if lane is None:
             lane = self.lanes[key] = _ModelLane()
+        seq = self._tick()
         if not lane.in_flight and not lane.items:
             self._make_ready(lane)
-        lane.items.append((prio, item))
+        lane.items.append((prio, item, self.now, seq))
 
     @rule()
     def pop(self) -> None:
@@ -394,7 +426,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         key, item = str(popped[0]), popped[1]
         lane = self.lanes[key]
         assert not lane.in_flight, "two in flight for one session"
-        _, model_item = lane.items.popleft()
+        _, model_item, _, _ = lane.items.popleft()
         assert item == model_item, "per-session order broken"
         n = int(item.split(":")[1])
         assert n > self.last_popped.get(key, -1)
@@ -409,7 +441,10 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.sched.complete(key, self.now)
         lane = self.lanes[key]
         lane.in_flight = False
-        if lane.items:
+        critical = [(at, seq) for prio, _, at, seq in lane.items if prio is Priority.CRITICAL]
+        if critical:  # a lane holding a critical item keeps its place
+            lane.ready_since, lane.ready_seq = critical[0]
+        elif lane.items:
             self._make_ready(lane)
         else:
             del self.lanes[key]
@@ -427,7 +462,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def remove_session_items(self, key: str) -> None:
         removed = self.sched.remove_queued(lambda item: item.startswith(f"{key}:"))
         lane = self.lanes.get(key)
-        expected = [] if lane is None else [item for _, item in lane.items]
+        expected = [] if lane is None else [item for _, item, *_ in lane.items]
         assert removed == expected
         if lane is not None:
             lane.items.clear()
@@ -442,7 +477,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert self.sched.session_count == len(self.lanes)
         depth = {prio: 0 for prio in Priority}
         for lane in self.lanes.values():
-            for prio, _ in lane.items:
+            for prio, *_ in lane.items:
                 depth[prio] += 1
         assert self.sched.depth_by_priority() == depth
         for key in "abcde":
