@@ -165,7 +165,12 @@ class ProcessorPipeline:
                 status=ProcessorStatus.SKIPPED, error="circuit open", attempts=0
             )
         else:
-            outcome = await self._execute(processor, context, resilient)
+            if processor.kind is ExecutionKind.INLINE:
+                found = self._inline(processor, context, resilient)
+                outcome = found if isinstance(found, ProcessorOutcome) else \
+                    await self._execute(processor, context, resilient, first_error=found)
+            else:
+                outcome = await self._execute(processor, context, resilient)
             if resilient and outcome.status is ProcessorStatus.OK:
                 breaker.record_success(self._clock())
             elif resilient:
@@ -174,16 +179,38 @@ class ProcessorPipeline:
         self._notify("on_outcome", processor.name, outcome)
         return outcome
 
+    def _inline(self, processor: Processor, context: ProcessorContext,
+                resilient: bool) -> ProcessorOutcome | Exception:
+        """An INLINE step's first attempt, with no coroutine and no deadline (it runs to its
+        end on the loop whatever a deadline says): its outcome, or the transient error that
+        ``_execute`` retries (``first_error``)."""
+        started = time.perf_counter()
+        attempts = _Attempts(1, True)
+        status, data, error = ProcessorStatus.OK, {}, None
+        try:
+            data = self._checked(processor, processor.process(context), attempts)
+        except Exception as exc:
+            if resilient and self._retry.retries >= 1 and isinstance(
+                    exc, TransientProcessorError):
+                return exc
+            if attempts.open:
+                self._notify("on_attempt", processor.name, attempts.count, exc)
+            status, error = ProcessorStatus.FAILED, describe_error(exc)
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        return trusted(ProcessorOutcome, {"status": status, "data": data, "error": error,
+                                          "attempts": 1, "duration_ms": round(elapsed_ms, 3)})
+
     async def _execute(
-        self, processor: Processor, context: ProcessorContext, resilient: bool
+        self, processor: Processor, context: ProcessorContext, resilient: bool,
+        first_error: Exception | None = None,
     ) -> ProcessorOutcome:
         started = time.perf_counter()
         attempts = _Attempts()
         deadline = Deadline(processor.timeout_s)
         status, data, error = ProcessorStatus.OK, {}, None
         try:
-            data = await within(self._attempts(processor, context, attempts, resilient),
-                                deadline)
+            data = await within(self._attempts(processor, context, attempts, resilient,
+                                               first_error), deadline)
         except TimeoutError as exc:
             # Only our own deadline is a timeout; a TimeoutError raised by the step is a failure.
             expired = deadline.expired()
@@ -201,13 +228,17 @@ class ProcessorPipeline:
                                           "duration_ms": round(elapsed_ms, 3)})
 
     async def _attempts(self, processor: Processor, context: ProcessorContext,
-                        attempts: _Attempts, resilient: bool) -> dict[str, Any]:
-        """The step's data: a first attempt, then (resilient only) the retries of a transient
-        failure. The retry machinery is built only once an attempt failed, and the first
-        attempt of an ASYNC or INLINE step runs here, with no coroutine of its own."""
+                        attempts: _Attempts, resilient: bool,
+                        first_error: Exception | None = None) -> dict[str, Any]:
+        """The step's data: a first attempt (or ``first_error``, when it already ran and
+        failed), then (resilient only) the retries of a transient failure. The retry machinery
+        is built only once an attempt failed, and the first attempt of an ASYNC or INLINE step
+        runs here, with no coroutine of its own."""
         started = time.monotonic()
         attempts.count, attempts.open = 1, True
         try:
+            if first_error is not None:
+                raise first_error
             kind = processor.kind
             if kind is ExecutionKind.INLINE:
                 data = processor.process(context)

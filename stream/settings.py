@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         description="largest batch per partition (keep it under the broker's "
         "message.max.bytes); a larger answer is published on its own, in its place",
     )
+    producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none", validation_alias=_env("CHATSTREAM_PRODUCER_COMPRESSION"),
+        description="compression of published batches (on one machine it cost more CPU than "
+        "it saved; across a network it saves bandwidth)",
+    )
     producer_acks: Literal["all", "1", "0"] = Field(
         "all", validation_alias=_env("CHATSTREAM_PRODUCER_ACKS"),
         description="acknowledgements a publish waits for; `all` for at-least-once",

@@ -75,6 +75,8 @@ def producer_config(settings: Settings, client_id: str = "chatstream-producer") 
         "acks": acks,
         "linger_ms": settings.producer_linger_ms,
         "max_batch_size": settings.producer_max_batch_bytes,
+        "compression_type": None if settings.producer_compression == "none"
+        else settings.producer_compression,
         "enable_idempotence": settings.enable_idempotence,
         "request_timeout_ms": 30000,
         "retry_backoff_ms": 200,

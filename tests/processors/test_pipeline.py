@@ -227,6 +227,51 @@ async def test_transient_failure_then_success_counts_two_attempts(build, make_co
     assert observer.outcomes["flaky"] == outcomes["flaky"]
 
 
+@dataclass
+class InlineFlaky:
+    """``Flaky`` as an INLINE step: fails transiently ``failures_left`` times, or forever."""
+
+    name: str = "inline-flaky"
+    kind: ExecutionKind = ExecutionKind.INLINE
+    stage: Stage = Stage.ANALYSIS
+    timeout_s: float = 1.0
+    failures_left: int = 0
+    error: type[Exception] = TransientProcessorError
+    calls: int = 0
+
+    def process(self, context: ProcessorContext) -> dict[str, Any]:
+        self.calls += 1
+        if self.failures_left > 0:
+            self.failures_left -= 1
+            raise self.error("upstream hiccup")
+        return {"calls": self.calls}
+
+
+async def test_an_inline_step_is_retried_without_running_its_first_attempt_twice(
+        build, make_context):
+    """An INLINE step runs its first attempt on the loop; a transient failure goes to the
+    retries, which count on from it: each attempt is one call."""
+    from processors.resilience import RetryPolicy
+
+    observer = Recorder()
+    flaky, failing = InlineFlaky(failures_left=2), InlineFlaky(name="permanent",
+                                                              failures_left=9, error=KeyError)
+    pipeline = build(flaky, failing, observer=observer,
+                     retry_policy=RetryPolicy(retries=3, initial_s=0.001))
+    _, outcomes, degraded = await pipeline.run(make_context("hi"))
+    assert (outcomes["inline-flaky"].status, outcomes["inline-flaky"].attempts) == (
+        ProcessorStatus.OK, 3)
+    assert flaky.calls == 3 and outcomes["inline-flaky"].data == {"calls": 3}
+    assert [a for a in observer.attempts if a[0] == "inline-flaky"] == [
+        ("inline-flaky", 1, "TransientProcessorError"), ("inline-flaky", 2,
+                                                         "TransientProcessorError"),
+        ("inline-flaky", 3, None)]
+    assert (outcomes["permanent"].status, outcomes["permanent"].attempts) == (
+        ProcessorStatus.FAILED, 1)
+    assert failing.calls == 1 and degraded == ["permanent"]
+    assert observer.attempts.count(("permanent", 1, "KeyError")) == 1
+
+
 async def test_retries_exhausted_and_permanent_errors(build, make_context):
     """Transient errors stop after retries+1 attempts; other errors after one."""
     from processors.resilience import RetryPolicy

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.kafka.topics import ensure_topics
 from stream.settings import Settings, load_settings, placement_environment
@@ -226,6 +227,24 @@ class ResponseReader:
                 return False
             await asyncio.sleep(0.05)
         return True
+
+
+async def wait_for_group(settings: Settings, members: int, timeout_s: float = 30) -> bool:
+    """Wait until the group is stable with ``members`` members (every partition assigned), so
+    that no rebalance falls inside a measurement; False on timeout."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            (described,) = await admin.describe_consumer_groups([settings.group_id])
+            _, _, state, _, _, joined = described.groups[0]
+            if state == "Stable" and len(joined) == members:
+                return True
+            await asyncio.sleep(0.25)
+        return False
+    finally:
+        await admin.close()
 
 
 async def offer(settings: Settings, events: list[dict[str, Any]], rate: float,

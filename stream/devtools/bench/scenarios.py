@@ -26,8 +26,10 @@ from stream.devtools.bench.harness import (
     preload,
     reference_command,
     run_children,
+    wait_for_group,
 )
 from stream.observability.stats import percentile
+from stream.settings import Settings
 
 __all__ = ["SCENARIOS", "ScenarioResult", "backlog"]
 
@@ -171,7 +173,10 @@ async def io_bound(note: Note, profile_dir: Path | None = None) -> ScenarioResul
                        "CHATSTREAM_BENCH_IO_MS": "20", "CHATSTREAM_BENCH_IO_JITTER": jitter,
                        "CHATSTREAM_MAX_IN_FLIGHT": "1000",
                        "ENABLE_CONCURRENT_CONVERSATION_MANAGER": str(engine == "concurrent")}
-                figures = await drain(broker.bootstrap_servers, backlog(count, 1_000), env, 120)
+                profile = (profile_dir / "io-bound.raw.txt" if profile_dir is not None
+                           and engine == "concurrent" and jitter != "0" else None)
+                figures = await drain(broker.bootstrap_servers, backlog(count, 1_000), env, 120,
+                                      profile=profile)
                 result.rows.append({"run": f"{engine}, 20 ms x U({1 - float(jitter):g}, "
                                            f"{1 + float(jitter):g})", **figures})
     jittered = {row["run"].split(",")[0]: row for row in result.rows if "0.5" in row["run"]}
@@ -192,6 +197,8 @@ async def offered(bootstrap: str, events: list[dict[str, Any]], rate: float,
     members = Members([member_command()], member_env(settings, env))
     async with ResponseReader(settings) as reader:
         ready = await _wait_ready(settings, members)
+        workers = int(env.get("CHATSTREAM_WORKERS", "1"))
+        ready = ready and await wait_for_group(settings, workers)
         note(f"offering {len(events)} events at {rate:.0f}/s (member ready: {ready})")
         sent_at = await offer(settings, events, rate)
         await reader.wait_for(len(events) + 1, settle_s, members)  # + the readiness probe
@@ -222,18 +229,28 @@ def latency_figures(sent_at: dict[str, float], received: dict[str, float],
 async def latency(note: Note, profile_dir: Path | None = None, rate: float = 2_000,
                   seconds: float = 10) -> ScenarioResult:
     """The full default pipeline at 2,000 events/s offered for 10 s: latency from the bot's
-    send to the response's arrival at the bot."""
+    send to the response's arrival at the bot; one member, then ``chatstream run`` as shipped
+    (one member per core). The target is checked on the shipped configuration."""
     result = ScenarioResult("latency")
     events = backlog(int(rate * seconds), 1_000, seed=11)
-    with EmbeddedBroker() as broker:
-        sent_at, received, costs = await offered(broker.bootstrap_servers, events, rate, {}, note)
-    figures = latency_figures(sent_at, received)
-    result.rows.append({"run": f"full pipeline, {rate:.0f}/s offered for {seconds:.0f} s",
-                        "events": len(events), **figures, **costs})
-    result.target("latency: p99 at 2,000 ev/s, full pipeline", figures["p99_ms"]
-                  if figures["answered"] == len(events) else float("inf"), 25,
+    figures: dict[str, Any] = {}
+    for workers in (1, default_workers()):
+        with EmbeddedBroker() as broker:
+            sent_at, received, costs = await offered(broker.bootstrap_servers, events, rate,
+                                                     {"CHATSTREAM_WORKERS": str(workers)}, note)
+        figures = latency_figures(sent_at, received)
+        result.rows.append({"run": f"full pipeline, {workers} worker{'s' * (workers > 1)}, "
+                                   f"{rate:.0f}/s offered for {seconds:.0f} s",
+                            "events": len(events), **figures, **costs})
+    result.target(f"latency: p99 at 2,000 ev/s, full pipeline, {default_workers()} workers",
+                  figures["p99_ms"] if figures["answered"] == len(events) else float("inf"), 25,
                   higher_is_better=False, unit="ms")
     return result
+
+
+def default_workers() -> int:
+    """Members ``chatstream run`` starts on this machine by default (one per core)."""
+    return int(Settings.model_fields["workers"].default)
 
 
 async def priority(note: Note, profile_dir: Path | None = None) -> ScenarioResult:
@@ -274,15 +291,24 @@ async def cache(note: Note, profile_dir: Path | None = None) -> ScenarioResult:
 async def full(note: Note, profile_dir: Path | None = None, events: int = 20_000
                ) -> ScenarioResult:
     """Drain a backlog with every real processor (emotion, memory, thread, reply) over 1,000
-    sessions and 5,000 cache entries; peak RSS of the member."""
+    sessions and 5,000 cache entries, with one member and with ``chatstream run`` as shipped
+    (one member per core); peak RSS of the one member."""
     result = ScenarioResult("full")
+    work = backlog(events, 1_000, seed=17)
     with EmbeddedBroker() as broker:
-        note("full: default pipeline")
-        figures = await drain(broker.bootstrap_servers, backlog(events, 1_000, seed=17), {}, 150,
-                              profile=profile_dir / "full.raw.txt" if profile_dir else None)
-    result.rows.append({"run": "default pipeline", **figures})
-    result.target("full pipeline: drain rate", figures["steady_rate"], 5_000, unit="ev/s")
-    result.target("full pipeline: peak RSS of the member", figures["peak_rss_mib"], 250,
+        note("full: default pipeline, 1 worker")
+        one = await drain(broker.bootstrap_servers, work, {}, 150,
+                          profile=profile_dir / "full.raw.txt" if profile_dir else None)
+        workers = default_workers()
+        note(f"full: default pipeline, {workers} workers")
+        shipped = await drain(broker.bootstrap_servers, work, {}, 150,
+                              [*member_command(), "--workers", str(workers)])
+    result.rows += [{"run": "default pipeline, 1 worker", **one},
+                    {"run": f"default pipeline, {workers} workers", **shipped}]
+    result.target("full pipeline: drain rate, 1 worker", one["steady_rate"], 5_000, unit="ev/s")
+    result.target(f"full pipeline: drain rate, {workers} workers", shipped["steady_rate"], 5_000,
+                  unit="ev/s")
+    result.target("full pipeline: peak RSS of the member", one["peak_rss_mib"], 250,
                   higher_is_better=False, unit="MiB")
     return result
 
