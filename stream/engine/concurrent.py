@@ -23,7 +23,7 @@ from schemas.context import ProcessorContext, SessionUpdate
 from schemas.events import ChatEvent, ProcessorOutcome, ResponseEvent
 from stream.engine.answer import answer
 from stream.engine.scheduler import PriorityScheduler
-from stream.engine.session_documents import to_document
+from stream.engine.session_documents import session_records
 from stream.engine.sessions import SessionKey, SessionRegistry, SessionState
 from stream.engine.sink import SessionLog, Sink, WaiterSink
 from stream.engine.waiting import WaitingLine
@@ -199,7 +199,7 @@ class ConcurrentConversationManager:
                 state.record(item.event, thread_id=update.thread_id,
                              new_thread=update.new_thread, emotion=update.emotion, now=now)
                 if self._session_log is not None:
-                    item.session_state = to_document(state)
+                    item.session_state = session_records(state)
 
             response = await answer(item, state.snapshot(), self._pipeline.run, self._sink,
                                     self._clock, record)

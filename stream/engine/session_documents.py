@@ -1,18 +1,27 @@
-"""A session's state as a JSON document: what the changelog stores and restores.
+"""A session's state as changelog records: what the changelog stores and restores.
 
 Rules:
-1. The document holds what the engine cannot derive: the key, counters, the history window,
-   the thread and the emotion trajectory (``version`` 1). Caches and the memory index are not
-   stored; processors rebuild them from the restored history on the session's next event.
-2. ``from_document`` refuses (``ValueError``) a document of another version or shape, so a
-   corrupt changelog record costs that one session its history, never the member.
-3. Times: ``last_message_at`` is wall clock (kept); ``created_at`` and ``last_activity`` are the
+1. A session is a *header* (key, counters, thread, emotion trajectory: ``header_document``)
+   and one record per message of its history window, in the window's slot ``(n - 1) % size``
+   where ``n`` counts the session's messages from 1 (``message_document``). An answer writes
+   the header and the newest message only, so a record costs the same whatever the window's
+   length; slots overwrite themselves as the window slides. Caches and the memory index are
+   not stored; processors rebuild them from the restored history on the session's next event.
+2. ``from_records`` keeps the messages numbered ``count - size < n <= count`` of the header's
+   ``count``, in order: a slot left from an earlier session of the same key (evicted, then
+   started again) always falls outside that range.
+3. A record of another version or shape is refused (``ValueError``), so a corrupt changelog
+   record costs that one session its history, never the member. ``from_document`` still reads
+   the whole-session documents of version 1.
+4. Times: ``last_message_at`` is wall clock (kept); ``created_at`` and ``last_activity`` are the
    restoring member's monotonic ``now`` (monotonic clocks do not travel between processes).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,53 +33,99 @@ from stream.engine.sessions import (
     message_json,
 )
 
-__all__ = ["DOCUMENT_VERSION", "from_document", "to_document"]
+__all__ = ["DOCUMENT_VERSION", "SessionRecords", "from_document", "from_records",
+           "session_records", "slot_of"]
 
-DOCUMENT_VERSION = 1
+DOCUMENT_VERSION = 2
+_WHOLE_DOCUMENT_VERSION = 1
 
 
-def to_document(state: SessionState) -> dict[str, Any]:
-    """The document, to be encoded by orjson: history messages stay dataclasses and times stay
-    datetimes, which orjson writes as objects and RFC 3339 strings in C (built per answer, so
-    no Python-level conversion here)."""
-    # The window as encoded when each message was recorded, unless it was filled otherwise.
-    history = state.history_json if len(state.history_json) == len(state.recent_messages) \
-        else state.recent_messages
-    return {
+@dataclass(frozen=True, slots=True)
+class SessionRecords:
+    """What one answer writes: the session's header and, when it has one, its newest message
+    (in ``slot``). Documents to be encoded by orjson."""
+
+    header: dict[str, Any]
+    message: dict[str, Any] | None
+    slot: int
+
+
+def slot_of(n: int, history_size: int) -> int:
+    """The window slot of the session's ``n``-th message (counted from 1)."""
+    return (n - 1) % history_size
+
+
+def session_records(state: SessionState) -> SessionRecords:
+    """The records of ``state`` after its latest event (rule 1)."""
+    count = state.message_count
+    message = None
+    if state.recent_messages:
+        newest = state.history_json[-1] if len(state.history_json) == len(
+            state.recent_messages) else state.recent_messages[-1]
+        message = {"version": DOCUMENT_VERSION, "n": count, "message": newest}
+    size = state.recent_messages.maxlen or 1
+    return SessionRecords(header={
         "version": DOCUMENT_VERSION,
         "key": state.key,
-        "message_count": state.message_count,
-        "recent_messages": tuple(history),
+        "message_count": count,
         "current_thread_id": state.current_thread_id,
         "thread_count": state.thread_count,
         "emotion_trajectory": tuple(state.emotion_trajectory),
         "last_message_at": state.last_message_at,
-    }
+    }, message=message, slot=slot_of(max(count, 1), size))
+
+
+def from_records(header: Any, messages: Iterable[Any], now: float,
+                 history_size: int) -> SessionState:
+    """The session a header and its slots' messages describe (orjson-decoded; rule 2);
+    ``ValueError`` when they are not valid records."""
+    try:
+        if header["version"] == _WHOLE_DOCUMENT_VERSION:
+            return from_document(header, now, history_size)
+        if header["version"] != DOCUMENT_VERSION:
+            raise ValueError(f"session record version {header['version']!r} is unknown")
+        state = _with_counters(header, now, history_size)
+        count = state.message_count
+        kept = sorted((int(m["n"]), m["message"]) for m in messages
+                      if m.get("version") == DOCUMENT_VERSION
+                      and count - history_size < int(m["n"]) <= count)
+        state.recent_messages.extend(_message(m) for _, m in kept)
+        state.history_json.extend(message_json(m) for m in state.recent_messages)
+        return state
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a session record: {type(exc).__name__}: {exc}") from None
 
 
 def from_document(document: Any, now: float, history_size: int) -> SessionState:
-    """The session an orjson-decoded document describes; ``ValueError`` when it is not a valid
-    document."""
+    """The session a whole-session document of version 1 describes; ``ValueError`` when it
+    is not one."""
     try:
-        if document["version"] != DOCUMENT_VERSION:
+        if document["version"] != _WHOLE_DOCUMENT_VERSION:
             raise ValueError(f"session document version {document['version']!r} is unknown")
-        key: SessionKey = tuple(str(part) for part in document["key"])
-        if len(key) not in (2, 3):
-            raise ValueError(f"a session key has 2 or 3 parts, not {len(key)}")
-        state = SessionState.new(key, now, history_size)
-        state.message_count = int(document["message_count"])
-        state.recent_messages.extend(
-            HistoryMessage(str(m["event_id"]), str(m["content"]),
-                           datetime.fromisoformat(m["timestamp"]),
-                           None if m["thread_id"] is None else str(m["thread_id"]))
-            for m in document["recent_messages"])
+        state = _with_counters(document, now, history_size)
+        state.recent_messages.extend(_message(m) for m in document["recent_messages"])
         state.history_json.extend(message_json(m) for m in state.recent_messages)
-        state.current_thread_id = document["current_thread_id"]
-        state.thread_count = int(document["thread_count"])
-        state.emotion_trajectory = deque(
-            (float(x) for x in document["emotion_trajectory"]), maxlen=EMOTION_TRAJECTORY_SIZE)
-        last = document["last_message_at"]
-        state.last_message_at = datetime.fromisoformat(last) if last else None
         return state
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a session document: {type(exc).__name__}: {exc}") from None
+
+
+def _with_counters(document: Any, now: float, history_size: int) -> SessionState:
+    key: SessionKey = tuple(str(part) for part in document["key"])
+    if len(key) not in (2, 3):
+        raise ValueError(f"a session key has 2 or 3 parts, not {len(key)}")
+    state = SessionState.new(key, now, history_size)
+    state.message_count = int(document["message_count"])
+    state.current_thread_id = document["current_thread_id"]
+    state.thread_count = int(document["thread_count"])
+    state.emotion_trajectory = deque(
+        (float(x) for x in document["emotion_trajectory"]), maxlen=EMOTION_TRAJECTORY_SIZE)
+    last = document["last_message_at"]
+    state.last_message_at = datetime.fromisoformat(last) if last else None
+    return state
+
+
+def _message(m: Any) -> HistoryMessage:
+    return HistoryMessage(str(m["event_id"]), str(m["content"]),
+                          datetime.fromisoformat(m["timestamp"]),
+                          None if m["thread_id"] is None else str(m["thread_id"]))

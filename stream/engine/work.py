@@ -41,7 +41,7 @@ class WorkItem:
     trace: Any = None
     waiter: asyncio.Future[ResponseEvent] | None = None
     started_at: float | None = None
-    session_state: dict[str, Any] | None = None  # the session after this event, for a changelog
+    session_state: Any = None  # the session's records after this event, for a changelog
 
     @property
     def partition(self) -> Any:

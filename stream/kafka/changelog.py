@@ -2,19 +2,21 @@
 topic, so a partition's conversations move with it to whichever member owns it next.
 
 Rules, in the order they apply:
-1. Written with the response: ``KafkaSink.answered`` queues the session's document (keyed by
-   session id, to the inbound record's partition number) together with the response, and the
-   record's offset completes only once both are acknowledged. A document still queued when
-   the session's next one comes is replaced by it (one record per session per batch); the
-   earlier event's offset then waits for the later document, which includes it. A crash
-   between the acks leaves the offset uncommitted: the next owner answers the event again (the
-   same response id) from the state before it, so the state is never ahead of the answers
-   that were kept.
-2. A session that ends for good (expired or evicted) gets a tombstone, queued behind its last
-   document; one handed over does not (its state is the next owner's).
+1. Written with the response: ``KafkaSink.answered`` queues the session's records (its header,
+   keyed by session id, and its newest message, keyed by session id and window slot: see
+   ``stream.engine.session_documents``; all to the inbound record's partition number) together
+   with the response, and the record's offset completes only once all are acknowledged. A
+   record still queued when the same key's next one comes is replaced by it (one header per
+   session per batch); the earlier event's offset then waits for the later record, which
+   includes it. A crash between the acks leaves the offset uncommitted: the next owner answers
+   the event again (the same response id) from the state before it, so the state is never
+   ahead of the answers that were kept.
+2. A session that ends for good (expired or evicted) gets tombstones (its header and the slots
+   its window filled), queued behind its last records; one handed over does not (its state is
+   the next owner's).
 3. On assignment, before any event of a partition is fetched (aiokafka awaits the assignment
    callback first), ``restore`` reads that changelog partition from the start to the high
-   watermark seen after the first fetch and keeps the last document per key (tombstones
+   watermark seen after the first fetch and keeps the last record per key (tombstones
    delete): on Apache Kafka compaction keeps the topic small, on the embedded broker (no
    compaction) the read is longer but the result the same. Bounded by ``timeout_s``; what is
    not read by then starts empty (logged).
@@ -32,7 +34,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from stream.engine.session_documents import from_document
+from stream.engine.session_documents import SessionRecords, from_records, slot_of
 from stream.engine.sessions import SessionState
 from stream.engine.work import WorkItem
 from stream.kafka.config import common_client_config
@@ -60,7 +62,7 @@ class RestoresSessions(Protocol):
 class Restored:
     """What ``restore`` found for one inbound partition."""
 
-    documents: list[dict[str, Any]]
+    documents: list[tuple[Any, list[Any]]]  # per session: its header and its slots' messages
     records_read: int
     complete: bool
 
@@ -74,28 +76,42 @@ class Changelog:
         self._counters = counters
         self._owned = owned  # a session of a partition handed over is not ours to tombstone
 
-    def delivery(self, item: WorkItem) -> Delivery | None:
-        """The changelog record for an answered item, or None (no state, no partition)."""
+    def deliveries(self, item: WorkItem) -> list[Delivery]:
+        """The changelog records of an answered item (none without state or partition): the
+        session's header, keyed by session id, and its newest message, keyed by its slot."""
         partition = getattr(item.source, "tp", None)
-        if item.session_state is None or partition is None:
-            return None
-        return Delivery(topic=self._topic, key=item.session_id.encode(),
-                        value=orjson.dumps(item.session_state), partition=partition.partition)
+        records: SessionRecords | None = item.session_state
+        if records is None or partition is None:
+            return []
+        session = item.session_id
+        found = [Delivery(topic=self._topic, key=session.encode(),
+                          value=orjson.dumps(records.header), partition=partition.partition)]
+        if records.message is not None:
+            found.append(Delivery(topic=self._topic, key=_slot_key(session, records.slot),
+                                  value=orjson.dumps(records.message),
+                                  partition=partition.partition))
+        return found
 
     def dropped(self, state: SessionState) -> None:
-        """Queue the tombstone of a session that ended for good, after (or instead of, if
-        still queued) its last state."""
+        """Queue the tombstones of a session that ended for good (its header and the slots its
+        window filled), after (or instead of, if still queued) its last records."""
         if not isinstance(state.partition, TopicPartition) or state.partition not in self._owned():
             return
-        key = state.session_id.encode()
-        tombstone = Delivery(topic=self._topic, key=key, value=None,
-                             partition=state.partition.partition)
+        session = state.session_id
+        size = self._settings.session_history_size
+        count = state.message_count
+        keys = [session.encode()] + [
+            _slot_key(session, slot_of(n, size)) for n in range(max(1, count - size + 1),
+                                                                  count + 1)]
 
         def written(error: BaseException | None) -> None:
             if error is not None:  # a lost tombstone only keeps a stale session restorable
-                log.warning("tombstone of session %s not written: %r", state.session_id, error)
+                log.warning("tombstone of session %s not written: %r", session, error)
 
-        self._batches.add(tombstone, written, coalesce=True)
+        for key in keys:
+            self._batches.add(Delivery(topic=self._topic, key=key, value=None,
+                                       partition=state.partition.partition), written,
+                              coalesce=True)
 
     async def restore_into(self, engine: RestoresSessions,
                            assigned: Collection[TopicPartition]) -> int:
@@ -119,11 +135,12 @@ class Changelog:
                  installed, len(assigned), read, elapsed)
         return installed
 
-    def _states(self, documents: list[dict[str, Any]]) -> list[SessionState]:
+    def _states(self, documents: list[tuple[Any, list[Any]]]) -> list[SessionState]:
         now, states = time.monotonic(), []
-        for document in documents:
+        for header, messages in documents:
             try:
-                states.append(from_document(document, now, self._settings.session_history_size))
+                states.append(from_records(header, messages, now,
+                                           self._settings.session_history_size))
             except ValueError as exc:
                 log.warning("changelog record skipped, that session starts empty: %s", exc)
         return states
@@ -168,10 +185,28 @@ async def _read_to_end(consumer: AIOKafkaConsumer, topic: str, found: dict[int, 
                 remaining.discard(tp)
                 found[tp.partition].complete = True
     for partition, values in latest.items():
+        headers: dict[bytes, bytes] = {}
+        messages: dict[bytes, list[bytes]] = {}
         for key, value in values.items():
             if value is None:
                 continue
+            session, slotted, _ = key.partition(_SLOT_SEPARATOR)
+            if slotted:
+                messages.setdefault(session, []).append(value)
+            else:
+                headers[key] = value
+        for session, header in headers.items():
             try:
-                found[partition].documents.append(orjson.loads(value))
+                found[partition].documents.append(
+                    (orjson.loads(header), [orjson.loads(m) for m in messages.get(session, ())]))
             except orjson.JSONDecodeError:
-                log.warning("changelog record for %r is not JSON; that session starts empty", key)
+                log.warning("changelog record of %r is not JSON; that session starts empty",
+                            session)
+
+
+# Session ids never hold it: their parts are percent-quoted (``session_id_for``).
+_SLOT_SEPARATOR = b"\x1f"
+
+
+def _slot_key(session_id: str, slot: int) -> bytes:
+    return b"%s%s%d" % (session_id.encode(), _SLOT_SEPARATOR, slot)

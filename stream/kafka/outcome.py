@@ -69,9 +69,9 @@ class Batches(Protocol):
 
 
 class StateLog(Protocol):
-    """``Changelog``: the record of an answered item's session state, if it has one."""
+    """``Changelog``: the records of an answered item's session state, if it has one."""
 
-    def delivery(self, item: WorkItem) -> Delivery | None: ...
+    def deliveries(self, item: WorkItem) -> list[Delivery]: ...
 
 
 class LatencyObserver(Protocol):
@@ -111,10 +111,10 @@ class KafkaSink:
             annotate_response(span, item, response)
             publishing, delivery.headers = start_publish_span(
                 span, self._response_topic, response.channel_id, SpanName.RESPONSE_PUBLISH)
-        state = self._changelog.delivery(item) if self._changelog is not None else None
-        acks = _Acks(self, item, response, publishing, 1 if state is None else 2)
+        states = self._changelog.deliveries(item) if self._changelog is not None else ()
+        acks = _Acks(self, item, response, publishing, 1 + len(states))
         self._batches.add(delivery, acks.done)
-        if state is not None:  # a later state of the session still queued replaces this one
+        for state in states:  # a later record of the same key still queued replaces it
             self._batches.add(state, acks.done, coalesce=True)
 
     def _published(self, item: WorkItem, response: ResponseEvent,

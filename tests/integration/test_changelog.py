@@ -68,19 +68,22 @@ async def test_an_expired_session_leaves_a_tombstone_and_is_not_restored(setting
     async with running_chatstream(settings) as runner:
         (after,) = await answer(settings, runner, [turn(1, "hello again", user="idle")])
     assert after["analysis"]["memory"]["data"]["history_size"] == 0
-    values = await changelog_values(settings)
-    # The first turn's state, its tombstone on expiry, then the new conversation's first state.
-    assert len(values) == 3 and values[1] is None and values[0] and values[2]
+    records = await changelog_records(settings)
+    # The first turn's header and message slot, their tombstones on expiry, then the new
+    # conversation's first header and slot.
+    keys = [key for key, _ in records]
+    assert len(records) == 6 and keys[:2] == keys[2:4] == keys[4:]
+    assert [value is None for _, value in records] == [False, False, True, True, False, False]
 
 
-async def changelog_values(settings: Settings) -> list[bytes | None]:
+async def changelog_records(settings: Settings) -> list[tuple[bytes | None, bytes | None]]:
     consumer = AIOKafkaConsumer(settings.changelog_topic,
                                 bootstrap_servers=settings.kafka_bootstrap_servers,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:
         batches = await consumer.getmany(timeout_ms=2000)
-        return [r.value for records in batches.values() for r in records]
+        return [(r.key, r.value) for records in batches.values() for r in records]
     finally:
         await consumer.stop()
 
@@ -92,7 +95,7 @@ async def test_restoring_a_thousand_sessions_is_bounded_and_measured(settings_fo
     await ensure_topics(settings)
     from aiokafka import AIOKafkaProducer
 
-    from stream.engine.session_documents import to_document
+    from stream.engine.session_documents import session_records
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=20)
     await producer.start()
@@ -103,7 +106,7 @@ async def test_restoring_a_thousand_sessions_is_bounded_and_measured(settings_fo
         for i in range(1000):
             state = SessionState.new(("b", f"c{i}", "u"), 0.0, 20)
             acks.append(await producer.send(settings.changelog_topic, orjson.dumps(
-                to_document(state)), key=state.session_id.encode(), partition=i % 4))
+                session_records(state).header), key=state.session_id.encode(), partition=i % 4))
         await asyncio.gather(*acks)
     finally:
         await producer.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.events import ChatEvent
-from stream.engine.session_documents import from_document, to_document
+from stream.engine.session_documents import from_records, session_records
 from stream.engine.sessions import SessionRegistry, SessionState
 
 
@@ -19,36 +20,89 @@ def _event(content: str, event_id: str, at: datetime) -> ChatEvent:
                      content=content, timestamp=at)
 
 
-@given(contents=st.lists(st.text(max_size=30), max_size=30),
-       emotions=st.lists(st.floats(-1, 1), max_size=30),
-       history=st.integers(1, 10))
-def test_a_document_restores_the_same_session(contents, emotions, history):
-    """Round trip: history window, thread, counters and emotion trajectory survive as they were."""
-    state = SessionState.new(("b", "c", "u"), 0.0, history)
-    start = datetime(2026, 1, 1, tzinfo=UTC)
+class ChangelogTopic:
+    """A compacted changelog of one partition: the latest value per key."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, Any] = {}
+
+    def write(self, state: SessionState) -> None:
+        records = session_records(state)  # as the changelog stores them: through JSON
+        self.latest[state.session_id] = orjson.loads(orjson.dumps(records.header))
+        if records.message is not None:
+            self.latest[f"{state.session_id}/{records.slot}"] = orjson.loads(
+                orjson.dumps(records.message))
+
+    def restore(self, session_id: str, history: int) -> SessionState:
+        messages = [v for k, v in self.latest.items() if k.startswith(f"{session_id}/")]
+        return from_records(self.latest[session_id], messages, now=99.0, history_size=history)
+
+
+def _record_all(state: SessionState, contents: list[str], emotions: list[float],
+                topic: ChangelogTopic, start: datetime) -> None:
     for i, content in enumerate(contents):
         emotion = emotions[i] if i < len(emotions) else None
         state.record(_event(content, f"e{i}", start + timedelta(seconds=i)),
                      thread_id=f"t{i // 3}", new_thread=i % 3 == 0, emotion=emotion, now=float(i))
-    encoded = orjson.dumps(to_document(state))  # as the changelog stores it
-    restored = from_document(orjson.loads(encoded), now=99.0, history_size=history)
+        topic.write(state)
+
+
+@given(contents=st.lists(st.text(max_size=30), max_size=30),
+       emotions=st.lists(st.floats(-1, 1), max_size=30),
+       history=st.integers(1, 10))
+def test_the_records_of_every_answer_restore_the_same_session(contents, emotions, history):
+    """Round trip through the records each answer writes (a header and the newest message's
+    slot): history window, thread, counters and emotion trajectory survive as they were."""
+    state = SessionState.new(("b", "c", "u"), 0.0, history)
+    topic = ChangelogTopic()
+    _record_all(state, contents, emotions, topic, datetime(2026, 1, 1, tzinfo=UTC))
+    if not contents:
+        return
+    restored = topic.restore(state.session_id, history)
     assert restored.snapshot() == state.snapshot()
     assert restored.key == state.key and restored.last_activity == 99.0
-    # The window encoded message by message when recorded reads as the window encoded whole,
-    # also after a restore.
-    state.history_json.clear()
-    assert orjson.loads(encoded) == orjson.loads(orjson.dumps(to_document(state)))
-    assert orjson.dumps(to_document(restored)) == encoded
+    # A restored session writes the records the original would have.
+    assert orjson.dumps(session_records(restored).header) == \
+        orjson.dumps(session_records(state).header)
+    assert orjson.dumps(session_records(restored).message) == \
+        orjson.dumps(session_records(state).message)
+
+
+@given(first=st.integers(1, 30), second=st.integers(1, 30), history=st.integers(1, 10))
+def test_slots_left_by_an_earlier_session_of_the_key_never_show(first, second, history):
+    """A session that ended (its slot tombstones lost) and started again: the new session's
+    window holds its own messages only."""
+    topic = ChangelogTopic()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    earlier = SessionState.new(("b", "c", "u"), 0.0, history)
+    _record_all(earlier, [f"old {i}" for i in range(first)], [], topic, start)
+    later = SessionState.new(("b", "c", "u"), 0.0, history)
+    _record_all(later, [f"new {i}" for i in range(second)], [], topic, start)
+    restored = topic.restore(later.session_id, history)
+    assert restored.snapshot() == later.snapshot()
+    assert all(m.content.startswith("new") for m in restored.recent_messages)
+
+
+def test_a_whole_session_document_of_version_1_is_still_read():
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    document = {"version": 1, "key": ["b", "c", "u"], "message_count": 7,
+                "recent_messages": [{"event_id": "e6", "content": "hi",
+                                     "timestamp": at.isoformat(), "thread_id": "t1"}],
+                "current_thread_id": "t1", "thread_count": 2, "emotion_trajectory": [0.5],
+                "last_message_at": at.isoformat()}
+    state = from_records(document, [], now=1.0, history_size=5)
+    assert state.message_count == 7 and [m.event_id for m in state.recent_messages] == ["e6"]
+    assert state.thread_count == 2 and list(state.emotion_trajectory) == [0.5]
 
 
 @pytest.mark.parametrize("document", [
-    {"version": 2}, {"version": 1, "key": ["only-one"]}, {"version": 1, "key": ["b", "c"]},
-    [], "text", None,
+    {"version": 3}, {"version": 2, "key": ["only-one"]}, {"version": 2, "key": ["b", "c"]},
+    {"version": 1, "key": ["b", "c"]}, [], "text", None,
 ])
-def test_a_document_of_another_shape_is_refused(document):
+def test_a_record_of_another_shape_is_refused(document):
     """A corrupt or foreign record raises ValueError (that session starts empty)."""
-    with pytest.raises(ValueError, match="not a session document"):
-        from_document(document, now=0.0, history_size=5)
+    with pytest.raises(ValueError, match="not a session"):
+        from_records(document, [], now=0.0, history_size=5)
 
 
 def _registry(max_sessions: int = 2) -> tuple[SessionRegistry, list[tuple[str, ...]]]:
