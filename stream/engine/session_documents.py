@@ -30,7 +30,6 @@ from stream.engine.sessions import (
     EMOTION_TRAJECTORY_SIZE,
     SessionKey,
     SessionState,
-    message_json,
 )
 
 __all__ = ["DOCUMENT_VERSION", "SessionRecords", "from_document", "from_records",
@@ -60,9 +59,8 @@ def session_records(state: SessionState) -> SessionRecords:
     count = state.message_count
     message = None
     if state.recent_messages:
-        newest = state.history_json[-1] if len(state.history_json) == len(
-            state.recent_messages) else state.recent_messages[-1]
-        message = {"version": DOCUMENT_VERSION, "n": count, "message": newest}
+        message = {"version": DOCUMENT_VERSION, "n": count,
+                   "message": state.recent_messages[-1]}
     size = state.recent_messages.maxlen or 1
     return SessionRecords(header={
         "version": DOCUMENT_VERSION,
@@ -90,7 +88,6 @@ def from_records(header: Any, messages: Iterable[Any], now: float,
                       if m.get("version") == DOCUMENT_VERSION
                       and count - history_size < int(m["n"]) <= count)
         state.recent_messages.extend(_message(m) for _, m in kept)
-        state.history_json.extend(message_json(m) for m in state.recent_messages)
         return state
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a session record: {type(exc).__name__}: {exc}") from None
@@ -104,7 +101,6 @@ def from_document(document: Any, now: float, history_size: int) -> SessionState:
             raise ValueError(f"session document version {document['version']!r} is unknown")
         state = _with_counters(document, now, history_size)
         state.recent_messages.extend(_message(m) for m in document["recent_messages"])
-        state.history_json.extend(message_json(m) for m in state.recent_messages)
         return state
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a session document: {type(exc).__name__}: {exc}") from None

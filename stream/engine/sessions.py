@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote
 
-import orjson
-
 from schemas.context import HistoryMessage, SessionSnapshot
 from schemas.events import ChatEvent
 from stream.settings import SessionScope
@@ -53,13 +51,6 @@ def session_id_for(key: SessionKey) -> str:
     return "/".join(quote(part, safe="") for part in key)
 
 
-def message_json(message: HistoryMessage) -> orjson.Fragment:
-    """``message`` as a JSON fragment to keep. Copied: a bytes object straight from
-    ``orjson.dumps`` keeps its 4 KiB output buffer, which for a 50-message window over 1,000
-    sessions came to 200 MB."""
-    return orjson.Fragment(bytes(memoryview(orjson.dumps(message))))
-
-
 @dataclass(eq=False, slots=True)
 class SessionState:
     """Mutable state of one session. Only the session's own events may be recorded into it.
@@ -83,9 +74,6 @@ class SessionState:
     )
     last_message_at: datetime | None = None
     partition: Hashable | None = None  # where its events come from; released on revocation
-    # ``recent_messages`` as JSON, one fragment each, encoded once when recorded: the
-    # changelog writes the whole window with every answer.
-    history_json: deque[orjson.Fragment] = field(default_factory=deque)
 
     @classmethod
     def new(cls, key: SessionKey, now: float, history_size: int) -> SessionState:
@@ -98,7 +86,6 @@ class SessionState:
             created_at=now,
             last_activity=now,
             recent_messages=deque(maxlen=history_size),
-            history_json=deque(maxlen=history_size),
         )
 
     def snapshot(self) -> SessionSnapshot:
@@ -140,7 +127,6 @@ class SessionState:
             thread_id=self.current_thread_id,
         )
         self.recent_messages.append(message)
-        self.history_json.append(message_json(message))
         if emotion is not None:
             self.emotion_trajectory.append(emotion)
         self.message_count += 1
