@@ -87,18 +87,6 @@ class Publisher:
             raise PublishRejected(delivery.topic, error) from error
         raise AssertionError("unreachable: tenacity retries until success or cancellation")
 
-    async def publish_all(self, deliveries: list[Delivery]) -> None:
-        """Publish several deliveries side by side and wait for every ack. On any error they
-        are published again one by one with ``publish``'s rules (a record acknowledged before
-        the error may be sent twice: at-least-once)."""
-        try:
-            pending = [await self._enqueue(delivery) for delivery in deliveries]
-            for ack in pending:
-                await ack
-        except KafkaError:
-            for delivery in deliveries:
-                await self.publish(delivery)
-
     async def _send(self, delivery: Delivery) -> RecordMetadata:
         return await (await self._enqueue(delivery))
 

@@ -70,10 +70,6 @@ class FakePublisher:
         self.errors: dict[str, list[BaseException]] = {}
         self.gate: asyncio.Event | None = None
 
-    async def publish_all(self, deliveries: list[Delivery]) -> None:
-        for delivery in deliveries:
-            await self.publish(delivery)
-
     async def publish(self, delivery: Delivery) -> None:
         if self.gate is not None:
             await self.gate.wait()
