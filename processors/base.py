@@ -16,6 +16,11 @@ class ExecutionKind(StrEnum):
     for CPU steps of tens of microseconds, where a hop to a pool would cost more than the step
     (it blocks the loop while it runs and cannot be timed out). THREAD: the thread pool, for
     blocking I/O. PROCESS: the process pool, for CPU steps long enough to pay for the hop.
+
+    An ASYNC processor whose coroutine never suspends may say so with ``never_waits = True``:
+    when every step of a pipeline is INLINE or says so, the engine answers an event on the
+    caller's stack without a task of its own (``processors.eager``). A coroutine that says so
+    and suspends would start task-bound work (a deadline, a cancel scope) in the wrong task.
     """
 
     ASYNC = "async"

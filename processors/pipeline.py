@@ -77,6 +77,11 @@ class ProcessorPipeline:
         self._analysis = [p for p in processors if p.stage is Stage.ANALYSIS]
         self._compose = [p for p in processors if p.stage is Stage.COMPOSE]
         self._session_writers = [p for p in processors if isinstance(p, UpdatesSession)]
+        # No step can suspend: an event may run on its caller's stack (see ExecutionKind).
+        self.never_waits = all(
+            p.kind is ExecutionKind.INLINE
+            or (p.kind is ExecutionKind.ASYNC and getattr(p, "never_waits", False) is True)
+            for p in processors)
         self._pools = WorkerPools(thread_pool, process_pool, process_pool_factory)
         self._retry = retry_policy or RetryPolicy()
         self._clock = clock

@@ -27,6 +27,11 @@ class ReplyProcessor:
     stage: Stage = Stage.COMPOSE
     timeout_s: float = 2.0
 
+    @property
+    def never_waits(self) -> bool:
+        """Whether the responder's coroutine never suspends (the template responder's)."""
+        return bool(getattr(self.responder, "never_waits", False))
+
     async def process(self, context: ProcessorContext) -> dict[str, Any]:
         text = await self.responder.respond(context)
         if not isinstance(text, str):

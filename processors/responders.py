@@ -74,6 +74,7 @@ class TemplateResponder:
     (degraded analysis steps simply contribute nothing). Never blocks, never raises."""
 
     name = "template"
+    never_waits = True  # builds the text at once; never suspends
 
     async def respond(self, context: ProcessorContext) -> str:
         emotion = _section(context, "emotion")

@@ -97,6 +97,7 @@ class ThreadProcessor:
     rules: ThreadRules = ThreadRules()
     name: str = "thread"
     kind: ExecutionKind = ExecutionKind.ASYNC
+    never_waits: bool = True  # pure: its coroutine never suspends
     stage: Stage = Stage.ANALYSIS
     timeout_s: float = 2.0
 

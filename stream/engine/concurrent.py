@@ -83,6 +83,9 @@ class ConcurrentConversationManager:
         self._served = ServedStats(clock())
         self._session_log: SessionLog | None = None
         self._pumping = False
+        # Eagerly only where no step can suspend: a step that suspends must start in the task
+        # that goes on with it (a deadline or a cancel scope binds to the current task).
+        self._eager = getattr(pipeline, "never_waits", False) is True
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -165,17 +168,18 @@ class ConcurrentConversationManager:
         return not self._scheduler.is_idle(key)
 
     def _pump(self) -> None:
-        """Start every event the scheduler lets go. Each runs at once, on this stack, and
-        becomes a task only if it suspends (``start_eagerly``): an event whose steps never
-        wait is answered here. An event finishing inside this loop calls ``_pump`` again;
-        that call returns and this loop goes on, so the stack never deepens."""
+        """Start every event the scheduler lets go: as a task, or, when no step of the
+        pipeline can suspend (``never_waits``), at once on this stack (``start_eagerly``), so
+        the event is answered here. An event finishing inside this loop calls ``_pump``
+        again; that call returns and this loop goes on, so the stack never deepens."""
         if self._pumping:
             return
         self._pumping = True
         try:
             while (ready := self._scheduler.pop_ready(self._clock())) is not None:
                 try:
-                    task = start_eagerly(self._run(ready[1]))
+                    task = start_eagerly(self._run(ready[1])) if self._eager \
+                        else asyncio.create_task(self._run(ready[1]))
                 except Exception:  # _run routes every failure to the sink: this is a bug
                     log.exception("event %s could not be run", ready[1].event.event_id)
                     continue

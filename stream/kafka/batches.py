@@ -3,8 +3,8 @@
 Rules, in the order they apply:
 1. ``add`` queues a delivery for its topic-partition, in call order, and never waits. With
    ``coalesce``, a delivery of the same key still queued (not yet sent, and the key's last) is
-   superseded: only the latest value goes out, in the earlier one's place, and both callers
-   hear of that record.
+   superseded: only the latest value goes out, in the place of the latest add (so it never
+   goes ahead of what was added before it), and both callers hear of that record.
 2. Each partition has at most one batch in flight. What is queued meanwhile goes out together
    once it is acknowledged; an idle partition sends on the next loop iteration, with everything
    queued during the current one. No timer: the broker's round trip sets the batch size.
@@ -66,6 +66,7 @@ class _Entry:
     delivery: Delivery
     callbacks: list[Done]
     size: int
+    live: bool = True  # False once a later record of its key superseded it
 
 
 @dataclass(eq=False)
@@ -112,14 +113,13 @@ class OrderedBatches:
         self._idle.clear()
         self.waiting += 1
         key = delivery.key
+        callbacks = [on_done]
         if coalesce and key is not None:
             earlier = lane.by_key.get(key)
-            if earlier is not None:
-                earlier.delivery = delivery
-                earlier.size = _size(delivery)
-                earlier.callbacks.append(on_done)
-                return
-        entry = _Entry(delivery, [on_done], _size(delivery))
+            if earlier is not None:  # superseded: its callers wait for this record instead
+                callbacks = earlier.callbacks + callbacks
+                earlier.callbacks, earlier.live = [], False
+        entry = _Entry(delivery, callbacks, _size(delivery))
         lane.queued.append(entry)
         if key is not None:
             if coalesce:
@@ -165,6 +165,9 @@ class OrderedBatches:
                 except asyncio.CancelledError:
                     self._report(entries, ProducerClosed())
                     raise
+                except Exception as error:  # a bug: its callers must still hear, once each
+                    log.exception("sending to %s[%d] failed", tp.topic, tp.partition)
+                    self._report(entries, error)
         finally:
             lane.sending = False
             self._sending -= 1
@@ -175,6 +178,8 @@ class OrderedBatches:
         batch: Any = None
         in_batch: list[_Entry] = []
         for entry in entries:
+            if not entry.live:
+                continue
             if entry.size > self._max_record_bytes:
                 await self._send_batch(tp, batch, in_batch)
                 batch, in_batch = None, []

@@ -8,9 +8,10 @@ Rules, in the order they apply:
    with the response, and the record's offset completes only once all are acknowledged. A
    record still queued when the same key's next one comes is replaced by it (one header per
    session per batch); the earlier event's offset then waits for the later record, which
-   includes it. A crash between the acks leaves the offset uncommitted: the next owner answers
-   the event again (the same response id) from the state before it, so the state is never
-   ahead of the answers that were kept.
+   includes it. A session's message record always lands before the header that counts it.
+   A crash between the acks leaves the offset uncommitted: the next owner answers the event
+   again (the same response id), from the state before it unless that state's records were
+   already acknowledged (then the event shows twice in the restored history).
 2. A session that ends for good (expired or evicted) gets tombstones (its header and the slots
    its window filled), queued behind its last records; one handed over does not (its state is
    the next owner's).
@@ -84,12 +85,13 @@ class Changelog:
         if records is None or partition is None:
             return []
         session = item.session_id
-        found = [Delivery(topic=self._topic, key=session.encode(),
-                          value=orjson.dumps(records.header), partition=partition.partition)]
-        if records.message is not None:
+        found = []
+        if records.message is not None:  # first: a header must never land before its message
             found.append(Delivery(topic=self._topic, key=_slot_key(session, records.slot),
                                   value=orjson.dumps(records.message),
                                   partition=partition.partition))
+        found.append(Delivery(topic=self._topic, key=session.encode(),
+                              value=orjson.dumps(records.header), partition=partition.partition))
         return found
 
     def dropped(self, state: SessionState) -> None:

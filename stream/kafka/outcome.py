@@ -57,8 +57,6 @@ class Publishes(Protocol):
 class Batches(Protocol):
     """``OrderedBatches``: queues deliveries in order, reports each one's acknowledgement."""
 
-    waiting: int
-
     def partition_of(self, topic: str, key: bytes) -> int: ...
 
     def add(self, delivery: Delivery, on_done: Done, coalesce: bool = False) -> None: ...
@@ -92,6 +90,7 @@ class KafkaSink:
         self._latency_observer = latency_observer
         self._changelog = changelog
         self._dead_letters: set[asyncio.Task[None]] = set()
+        self._awaiting = 0  # answers queued and not yet acknowledged (or failed)
 
     # -- the engine's exit ---------------------------------------------------------------------
 
@@ -113,12 +112,14 @@ class KafkaSink:
                 span, self._response_topic, response.channel_id, SpanName.RESPONSE_PUBLISH)
         states = self._changelog.deliveries(item) if self._changelog is not None else ()
         acks = _Acks(self, item, response, publishing, 1 + len(states))
+        self._awaiting += 1
         self._batches.add(delivery, acks.done)
         for state in states:  # a later record of the same key still queued replaces it
             self._batches.add(state, acks.done, coalesce=True)
 
     def _published(self, item: WorkItem, response: ResponseEvent,
                    publishing: Span | None) -> None:
+        self._awaiting -= 1
         end_publish_span(publishing, item.trace)
         end_process_span(item.trace)
         self.counters.answered += 1
@@ -130,6 +131,7 @@ class KafkaSink:
 
     def _not_published(self, item: WorkItem, publishing: Span | None,
                        error: BaseException) -> None:
+        self._awaiting -= 1
         end_publish_span(publishing, item.trace, error)
         if isinstance(error, PublishRejected) and item.source is not None:
             self._fail(item, error, FailureReason("publish", type(error.error).__name__,
@@ -141,8 +143,9 @@ class KafkaSink:
 
     @property
     def in_flight(self) -> int:
-        """Answers waiting for their acknowledgement, and dead letters being sent."""
-        return self._batches.waiting + len(self._dead_letters)
+        """Answers waiting for their acknowledgements, and dead letters being sent (counted
+        by event, as the engine's ``buffered`` is, for backpressure)."""
+        return self._awaiting + len(self._dead_letters)
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until every queued answer is acknowledged or failed; False on timeout."""
