@@ -102,9 +102,8 @@ class Changelog:
         session = state.session_id
         size = self._settings.session_history_size
         count = state.message_count
-        keys = [session.encode()] + [
-            _slot_key(session, slot_of(n, size)) for n in range(max(1, count - size + 1),
-                                                                  count + 1)]
+        keys = [_slot_key(session, slot_of(n, size))
+                for n in range(max(1, count - size + 1), count + 1)] + [session.encode()]
 
         def written(error: BaseException | None) -> None:
             if error is not None:  # a lost tombstone only keeps a stale session restorable
