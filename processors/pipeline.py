@@ -47,6 +47,15 @@ class _Attempts:
 
 
 
+def _outcome(status: ProcessorStatus, data: dict[str, Any], error: str | None, attempts: int,
+             started: float) -> ProcessorOutcome:
+    # Built unvalidated: every field comes from the pipeline, and ``data`` is a JSON-checked
+    # dict (``as_json``), so validation would only cost time on every step.
+    return trusted(ProcessorOutcome, {
+        "status": status, "data": data, "error": error, "attempts": attempts,
+        "duration_ms": round((time.perf_counter() - started) * 1000.0, 3)})
+
+
 class ProcessorPipeline:
     """Runs a fixed list of processors for one event at a time (many events concurrently).
 
@@ -77,6 +86,8 @@ class ProcessorPipeline:
         self._analysis = [p for p in processors if p.stage is Stage.ANALYSIS]
         self._compose = [p for p in processors if p.stage is Stage.COMPOSE]
         self._session_writers = [p for p in processors if isinstance(p, UpdatesSession)]
+        self._inline_analysis = [p for p in self._analysis if p.kind is ExecutionKind.INLINE]
+        self._waiting_analysis = [p for p in self._analysis if p.kind is not ExecutionKind.INLINE]
         # No step can suspend: an event may run on its caller's stack (see ExecutionKind).
         self.never_waits = all(
             p.kind is ExecutionKind.INLINE
@@ -125,14 +136,13 @@ class ProcessorPipeline:
         return await self._run(context, resilient=False)
 
     async def _run(self, context: ProcessorContext, resilient: bool) -> PipelineResult:
-        analysis_steps = self._analysis
-        waiting = [p for p in analysis_steps if p.kind is not ExecutionKind.INLINE]
+        analysis_steps, waiting = self._analysis, self._waiting_analysis
         if len(waiting) > 1:
             # Steps that wait (async, thread, process) side by side; inline ones meanwhile
             # run on the loop one after another anyway, so they get no task of their own.
             gathered = asyncio.gather(*(self._step(p, context, resilient) for p in waiting))
             found = {p.name: await self._step(p, context, resilient)
-                     for p in analysis_steps if p.kind is ExecutionKind.INLINE}
+                     for p in self._inline_analysis}
             found.update(zip((p.name for p in waiting), await gathered, strict=True))
             outcomes = {p.name: found[p.name] for p in analysis_steps}
         else:  # at most one step waits: no gather, no task per step
@@ -201,9 +211,7 @@ class ProcessorPipeline:
             if attempts.open:
                 self._notify("on_attempt", processor.name, attempts.count, exc)
             status, error = ProcessorStatus.FAILED, describe_error(exc)
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
-        return trusted(ProcessorOutcome, {"status": status, "data": data, "error": error,
-                                          "attempts": 1, "duration_ms": round(elapsed_ms, 3)})
+        return _outcome(status, data, error, 1, started)
 
     async def _execute(
         self, processor: Processor, context: ProcessorContext, resilient: bool,
@@ -225,12 +233,7 @@ class ProcessorPipeline:
                 self._notify("on_attempt", processor.name, attempts.count, exc)
         except Exception as exc:
             status, error = ProcessorStatus.FAILED, describe_error(exc)
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
-        # Built unvalidated: every field comes from this method, and ``data`` is a JSON-checked
-        # dict (``_as_json``), so validation would only cost time on every step.
-        return trusted(ProcessorOutcome, {"status": status, "data": data, "error": error,
-                                          "attempts": max(attempts.count, 1),
-                                          "duration_ms": round(elapsed_ms, 3)})
+        return _outcome(status, data, error, max(attempts.count, 1), started)
 
     async def _attempts(self, processor: Processor, context: ProcessorContext,
                         attempts: _Attempts, resilient: bool,

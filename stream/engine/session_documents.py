@@ -1,10 +1,10 @@
 """A session's state as changelog records: what the changelog stores and restores.
 
 Rules:
-1. A session is a *header* (key, counters, thread, emotion trajectory: ``header_document``)
-   and one record per message of its history window, in the window's slot ``(n - 1) % size``
-   where ``n`` counts the session's messages from 1 (``message_document``). An answer writes
-   the header and the newest message only, so a record costs the same whatever the window's
+1. A session is a *header* (key, counters, thread, emotion trajectory) and one record per
+   message of its history window, in the window's slot ``(n - 1) % size`` where ``n`` counts
+   the session's messages from 1 (``slot_of``). An answer writes the header and the newest
+   message only (``session_records``), so a record costs the same whatever the window's
    length; slots overwrite themselves as the window slides. Caches and the memory index are
    not stored; processors rebuild them from the restored history on the session's next event.
 2. ``from_records`` keeps the messages numbered ``count - size < n <= count`` of the header's

@@ -120,13 +120,14 @@ class SessionState:
             self.current_thread_id = thread_id
         if new_thread:
             self.thread_count += 1
-        message = HistoryMessage(
-            event_id=event.event_id,
-            content=event.content,
-            timestamp=event.timestamp,
-            thread_id=self.current_thread_id,
+        self.recent_messages.append(
+            HistoryMessage(
+                event_id=event.event_id,
+                content=event.content,
+                timestamp=event.timestamp,
+                thread_id=self.current_thread_id,
+            )
         )
-        self.recent_messages.append(message)
         if emotion is not None:
             self.emotion_trajectory.append(emotion)
         self.message_count += 1

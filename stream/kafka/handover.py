@@ -43,7 +43,6 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
                  readiness: Readiness, backpressure: Backpressure,
                  rebalance_timeout_s: float) -> None:
         self.assignment: set[TopicPartition] = set()
-        self.handovers = 0  # hand-overs begun so far
         self._revoked: list[frozenset[TopicPartition]] = []  # each hand-over's partitions
         # Restores the sessions of newly assigned partitions (the changelog), when there is one.
         self.restore: Callable[[Collection[TopicPartition]], Awaitable[Any]] | None = None
@@ -75,7 +74,6 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
         if not revoked:
             return
         self._revoked.append(frozenset(revoked))
-        self.handovers += 1
         self._readiness.set_member(False)
         deadline = time.monotonic() + self._timeout_s
         # A broker may form the next generation before this callback returns (the embedded
@@ -101,6 +99,11 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
                                     timeout_s=max(0.5, deadline - time.monotonic()))
         log.info("handed over %d partitions (%d queued events left to the next owner%s)",
                  len(revoked), len(dropped), "; the group had moved on" if refused else "")
+
+    @property
+    def handovers(self) -> int:
+        """Hand-overs begun so far."""
+        return len(self._revoked)
 
     def revoked_since(self, handovers: int) -> frozenset[TopicPartition]:
         """The partitions handed over since ``handovers`` hand-overs had begun."""

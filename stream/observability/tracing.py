@@ -139,10 +139,7 @@ def publish_span(parent: Span | None, topic: str, key: str | None, name: str | N
     too: the event was not answered.
     """
     context = trace.set_span_in_context(parent) if parent is not None else None
-    attributes = {Attr.MESSAGING_SYSTEM: "kafka", Attr.MESSAGING_OPERATION: "send",
-                  Attr.DESTINATION: topic}
-    if key is not None:
-        attributes[Attr.MESSAGE_KEY] = key
+    attributes = _send_attributes(topic, key)
     if name is None:
         name = SpanName.DEAD_LETTER if "dlq" in topic.lower() else SpanName.RESPONSE_PUBLISH
     with tracer().start_as_current_span(name, context=context, kind=SpanKind.PRODUCER,
@@ -161,13 +158,17 @@ def start_publish_span(parent: Span, topic: str, key: str | None, name: str
                        ) -> tuple[Span, list[tuple[str, bytes]]]:
     """A PRODUCER span for a publish that is acknowledged later (``end_publish_span``), and
     the headers carrying its context."""
+    span = tracer().start_span(name, context=trace.set_span_in_context(parent),
+                               kind=SpanKind.PRODUCER, attributes=_send_attributes(topic, key))
+    return span, headers_with_context(trace.set_span_in_context(span))
+
+
+def _send_attributes(topic: str, key: str | None) -> dict[str, str]:
     attributes = {Attr.MESSAGING_SYSTEM: "kafka", Attr.MESSAGING_OPERATION: "send",
                   Attr.DESTINATION: topic}
     if key is not None:
         attributes[Attr.MESSAGE_KEY] = key
-    span = tracer().start_span(name, context=trace.set_span_in_context(parent),
-                               kind=SpanKind.PRODUCER, attributes=attributes)
-    return span, headers_with_context(trace.set_span_in_context(span))
+    return attributes
 
 
 def end_publish_span(span: Span | None, parent: Span | None,

@@ -80,6 +80,9 @@ class Flaky:
     calls: int = 0
 
     async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        return self.attempt()
+
+    def attempt(self) -> dict[str, Any]:
         self.calls += 1
         if self.broken or self.failures_left > 0:
             self.failures_left -= 1
@@ -228,23 +231,14 @@ async def test_transient_failure_then_success_counts_two_attempts(build, make_co
 
 
 @dataclass
-class InlineFlaky:
-    """``Flaky`` as an INLINE step: fails transiently ``failures_left`` times, or forever."""
+class InlineFlaky(Flaky):
+    """``Flaky`` as an INLINE step."""
 
     name: str = "inline-flaky"
     kind: ExecutionKind = ExecutionKind.INLINE
-    stage: Stage = Stage.ANALYSIS
-    timeout_s: float = 1.0
-    failures_left: int = 0
-    error: type[Exception] = TransientProcessorError
-    calls: int = 0
 
-    def process(self, context: ProcessorContext) -> dict[str, Any]:
-        self.calls += 1
-        if self.failures_left > 0:
-            self.failures_left -= 1
-            raise self.error("upstream hiccup")
-        return {"calls": self.calls}
+    def process(self, context: ProcessorContext) -> dict[str, Any]:  # type: ignore[override]
+        return self.attempt()
 
 
 async def test_an_inline_step_is_retried_without_running_its_first_attempt_twice(
