@@ -163,25 +163,37 @@ async def scale(note: Note, profile_dir: Path | None = None, events: int = 50_00
 
 async def io_bound(note: Note, profile_dir: Path | None = None) -> ScenarioResult:
     """A 20 ms I/O step over 1,000 sessions, fixed and jittered (x U(0.5, 1.5)): the concurrent
-    engine against the basic path, with order violations counted per session."""
+    engine against the basic path, with order violations counted per session; then the jittered
+    run with ``chatstream run`` as shipped (one member per core)."""
     result = ScenarioResult("io-bound")
+
+    def env_for(engine: str, jitter: str) -> dict[str, str]:
+        return {"CHATSTREAM_PROCESSORS": "reply", "CHATSTREAM_PROCESSOR_PLUGINS": _IO_PLUGIN,
+                "CHATSTREAM_BENCH_IO_MS": "20", "CHATSTREAM_BENCH_IO_JITTER": jitter,
+                "CHATSTREAM_MAX_IN_FLIGHT": "1000",
+                "ENABLE_CONCURRENT_CONVERSATION_MANAGER": str(engine == "concurrent")}
+
+    workers = default_workers()
     with EmbeddedBroker() as broker:
         for jitter in ("0", "0.5"):
             for engine, count in (("concurrent", 20_000), ("basic", 2_000)):
                 note(f"io-bound: {engine}, jitter {jitter}")
-                env = {"CHATSTREAM_PROCESSORS": "reply", "CHATSTREAM_PROCESSOR_PLUGINS": _IO_PLUGIN,
-                       "CHATSTREAM_BENCH_IO_MS": "20", "CHATSTREAM_BENCH_IO_JITTER": jitter,
-                       "CHATSTREAM_MAX_IN_FLIGHT": "1000",
-                       "ENABLE_CONCURRENT_CONVERSATION_MANAGER": str(engine == "concurrent")}
                 profile = (profile_dir / "io-bound.raw.txt" if profile_dir is not None
                            and engine == "concurrent" and jitter != "0" else None)
-                figures = await drain(broker.bootstrap_servers, backlog(count, 1_000), env, 120,
-                                      profile=profile)
+                figures = await drain(broker.bootstrap_servers, backlog(count, 1_000),
+                                      env_for(engine, jitter), 120, profile=profile)
                 result.rows.append({"run": f"{engine}, 20 ms x U({1 - float(jitter):g}, "
                                            f"{1 + float(jitter):g})", **figures})
+        note(f"io-bound: concurrent, jitter 0.5, {workers} workers")
+        shipped = await drain(broker.bootstrap_servers, backlog(20_000, 1_000),
+                              env_for("concurrent", "0.5"), 120,
+                              [*member_command(), "--workers", str(workers)])
     jittered = {row["run"].split(",")[0]: row for row in result.rows if "0.5" in row["run"]}
+    result.rows.append({"run": f"concurrent, 20 ms x U(0.5, 1.5), {workers} workers", **shipped})
     rate, basic = jittered["concurrent"]["steady_rate"], jittered["basic"]["steady_rate"]
-    result.target("io-bound jittered: concurrent rate", rate, 10_000, unit="ev/s")
+    result.target("io-bound jittered: concurrent rate, 1 worker", rate, 10_000, unit="ev/s")
+    result.target(f"io-bound jittered: concurrent rate, {workers} workers",
+                  shipped["steady_rate"], 10_000, unit="ev/s")
     result.target("io-bound jittered: concurrent / basic", rate / max(basic, 1e-9), 50, unit="x")
     result.target("io-bound: order violations (all runs)",
                   sum(row["order_violations"] for row in result.rows), 0, higher_is_better=False)
