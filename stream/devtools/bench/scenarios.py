@@ -174,23 +174,24 @@ async def io_bound(note: Note, profile_dir: Path | None = None) -> ScenarioResul
                 "ENABLE_CONCURRENT_CONVERSATION_MANAGER": str(engine == "concurrent")}
 
     workers = default_workers()
+    runs: dict[tuple[str, str], dict[str, Any]] = {}
     with EmbeddedBroker() as broker:
         for jitter in ("0", "0.5"):
             for engine, count in (("concurrent", 20_000), ("basic", 2_000)):
                 note(f"io-bound: {engine}, jitter {jitter}")
                 profile = (profile_dir / "io-bound.raw.txt" if profile_dir is not None
                            and engine == "concurrent" and jitter != "0" else None)
-                figures = await drain(broker.bootstrap_servers, backlog(count, 1_000),
-                                      env_for(engine, jitter), 120, profile=profile)
+                figures = runs[engine, jitter] = await drain(
+                    broker.bootstrap_servers, backlog(count, 1_000), env_for(engine, jitter), 120,
+                    profile=profile)
                 result.rows.append({"run": f"{engine}, 20 ms x U({1 - float(jitter):g}, "
                                            f"{1 + float(jitter):g})", **figures})
         note(f"io-bound: concurrent, jitter 0.5, {workers} workers")
         shipped = await drain(broker.bootstrap_servers, backlog(20_000, 1_000),
                               env_for("concurrent", "0.5"), 120,
                               [*member_command(), "--workers", str(workers)])
-    jittered = {row["run"].split(",")[0]: row for row in result.rows if "0.5" in row["run"]}
     result.rows.append({"run": f"concurrent, 20 ms x U(0.5, 1.5), {workers} workers", **shipped})
-    rate, basic = jittered["concurrent"]["steady_rate"], jittered["basic"]["steady_rate"]
+    rate, basic = runs["concurrent", "0.5"]["steady_rate"], runs["basic", "0.5"]["steady_rate"]
     result.target("io-bound jittered: concurrent rate, 1 worker", rate, 10_000, unit="ev/s")
     result.target(f"io-bound jittered: concurrent rate, {workers} workers",
                   shipped["steady_rate"], 10_000, unit="ev/s")
