@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from processors.base import (
@@ -148,7 +148,8 @@ class ProcessorPipeline:
         else:  # at most one step waits: no gather, no task per step
             outcomes = {p.name: await self._step(p, context, resilient) for p in analysis_steps}
         analysis = {n: o.data for n, o in outcomes.items() if o.status is ProcessorStatus.OK}
-        compose_context = replace(context, analysis=analysis)
+        # Built directly: dataclasses.replace walks the fields on every event.
+        compose_context = ProcessorContext(context.event, context.session, analysis)
         reply: str | None = None
         for processor in self._compose:  # in order: a later composer may override the reply
             outcome = await self._step(processor, compose_context, resilient)

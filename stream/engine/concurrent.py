@@ -142,6 +142,15 @@ class ConcurrentConversationManager:
             state = self._sessions.get_or_create(item.session_key, now, self._is_busy)
         if state is None:
             self._waiting.push(item.session_key, item.priority, item)
+        elif not self._pumping and self._scheduler.start_now(item.session_key):
+            if item.partition is not None:
+                state.partition = item.partition
+            self._pumping = True
+            try:
+                self._start(item)
+            finally:
+                self._pumping = False
+            self._pump()  # what finished during the start may have made others ready
         else:
             self._enqueue(state, item, now)
             self._pump()
@@ -177,17 +186,21 @@ class ConcurrentConversationManager:
         self._pumping = True
         try:
             while (ready := self._scheduler.pop_ready(self._clock())) is not None:
-                try:
-                    task = start_eagerly(self._run(ready[1])) if self._eager \
-                        else asyncio.create_task(self._run(ready[1]))
-                except Exception:  # _run routes every failure to the sink: this is a bug
-                    log.exception("event %s could not be run", ready[1].event.event_id)
-                    continue
-                if task is not None:
-                    self._running.add(task)
-                    task.add_done_callback(self._running.discard)
+                self._start(ready[1])
         finally:
             self._pumping = False
+
+    def _start(self, item: WorkItem) -> None:
+        """Run an item the scheduler marked in flight: on this stack or as a task (``_pump``)."""
+        try:
+            task = start_eagerly(self._run(item)) if self._eager \
+                else asyncio.create_task(self._run(item))
+        except Exception:  # _run routes every failure to the sink: this is a bug
+            log.exception("event %s could not be run", item.event.event_id)
+            return
+        if task is not None:
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     # -- processing --------------------------------------------------------------------------
 

@@ -94,7 +94,7 @@ class PriorityScheduler(Generic[T]):
         self._depth = [0] * len(_LEVELS)
         self._seq = itertools.count()
 
-    # --- the three calls of the hot path ---------------------------------------------------
+    # --- the calls of the hot path ---------------------------------------------------
 
     def push(self, session_key: Hashable, priority: Priority, item: T, now: float) -> None:
         """Queue ``item`` at the end of the session's lane. Never blocks, never drops.
@@ -117,13 +117,26 @@ class PriorityScheduler(Generic[T]):
             self._enqueue(lane, priority.rank)  # inherit: re-queue higher, same ready time
             self._compact()
 
+    def start_now(self, session_key: Hashable) -> bool:
+        """Mark the session in flight for an item that was never queued, if ``push`` followed
+        by ``pop_ready`` would run that very item now: the session is idle, no other lane is
+        ready and ``max_in_flight`` is not reached. False (nothing changed) otherwise; the
+        caller then pushes the item as usual. Spares the heaps the common case of an idle
+        scheduler."""
+        if self._ready or self._in_flight >= self._max_in_flight or session_key in self._lanes:
+            return False
+        lane = self._lanes[session_key] = _Lane(session_key)
+        lane.in_flight = True
+        self._in_flight += 1
+        return True
+
     def pop_ready(self, now: float) -> tuple[Hashable, T] | None:
         """Take the next item to run and mark its session in flight.
 
         Returns None when nothing is runnable: nothing queued, every session with queued
         items already has one in flight, or ``max_in_flight`` items are in flight.
         """
-        if self._in_flight >= self._max_in_flight:
+        if not self._ready or self._in_flight >= self._max_in_flight:
             return None
         best: tuple[int, float, int, int] | None = None
         for rank, heap in enumerate(self._heaps):

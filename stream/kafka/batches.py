@@ -73,6 +73,7 @@ class _Entry:
 class _Lane:
     """One partition: what waits to be sent, by coalescing key too, and its sender."""
 
+    tp: TopicPartition
     queued: list[_Entry] = field(default_factory=list)
     by_key: dict[bytes, _Entry] = field(default_factory=dict)
     sending: bool = False
@@ -106,10 +107,11 @@ class OrderedBatches:
 
     def add(self, delivery: Delivery, on_done: Done, coalesce: bool = False) -> None:
         assert delivery.partition is not None, "an ordered batch needs the partition"
-        tp = TopicPartition(delivery.topic, delivery.partition)
-        lane = self._lanes.get(tp)
+        # Looked up by a plain tuple, equal to the TopicPartition key and cheaper to build.
+        lane = self._lanes.get((delivery.topic, delivery.partition))  # type: ignore[call-overload]
         if lane is None:
-            lane = self._lanes[tp] = _Lane()
+            tp = TopicPartition(delivery.topic, delivery.partition)
+            lane = self._lanes[tp] = _Lane(tp)
         self._idle.clear()
         self.waiting += 1
         key = delivery.key
@@ -129,7 +131,7 @@ class OrderedBatches:
         if not lane.sending:
             lane.sending = True
             self._sending += 1
-            task = asyncio.get_running_loop().create_task(self._send_lane(tp, lane))
+            task = asyncio.get_running_loop().create_task(self._send_lane(lane.tp, lane))
             self._senders.add(task)
             task.add_done_callback(self._senders.discard)
 

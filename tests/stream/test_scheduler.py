@@ -434,6 +434,28 @@ class SchedulerMachine(RuleBasedStateMachine):
         lane.in_flight = True
         assert self.sched.in_flight <= self.max_in_flight
 
+    @rule(
+        key=st.sampled_from(["a", "b", "c", "d", "e"]),
+        prio=st.sampled_from(list(Priority)),
+    )
+    def start_now(self, key: str, prio: Priority) -> None:
+        """``start_now`` starts an item exactly when pushing it and popping would return it;
+        otherwise the item is pushed, as the engine does."""
+        nothing_ready = self._expected() is None
+        in_flight = sum(lane.in_flight for lane in self.lanes.values())
+        would_run_it = nothing_ready and in_flight < self.max_in_flight and key not in self.lanes
+        started = self.sched.start_now(key)
+        assert started == would_run_it
+        if not started:
+            self.push(key, prio)
+            return
+        n = self.next_item.get(key, 0)
+        self.next_item[key] = n + 1
+        self.last_popped[key] = n
+        lane = self.lanes[key] = _ModelLane()
+        lane.in_flight = True
+        self._tick()
+
     @precondition(lambda self: any(lane.in_flight for lane in self.lanes.values()))
     @rule(data=st.data())
     def complete(self, data: st.DataObject) -> None:
