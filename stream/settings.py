@@ -19,6 +19,12 @@ class SessionScope(StrEnum):
     CHANNEL = "channel"  # (bot_id, channel_id): a whole channel answered in strict order
 
 
+class EventLoopChoice(StrEnum):
+    AUTO = "auto"  # uvloop where it is installed, else asyncio's own loop
+    UVLOOP = "uvloop"
+    ASYNCIO = "asyncio"
+
+
 def _env(name: str, *aliases: str) -> AliasChoices:
     return AliasChoices(name, *aliases)
 
@@ -275,6 +281,11 @@ class Settings(BaseSettings):
         10_000, ge=0, le=10_000_000, validation_alias=_env("CHATSTREAM_GC_YOUNG_THRESHOLD"),
         description="allocations between collections of the youngest generation in a member "
         "process (Python's default is 700; 0 keeps Python's thresholds)",
+    )
+    event_loop: EventLoopChoice = Field(
+        EventLoopChoice.AUTO, validation_alias=_env("CHATSTREAM_EVENT_LOOP"),
+        description="event loop of a member process: `uvloop` (faster I/O and timers), "
+        "`asyncio`, or `auto` (uvloop where it is installed)",
     )
     workers: int = Field(
         _CPUS, ge=1, le=256, validation_alias=_env("CHATSTREAM_WORKERS"),

@@ -64,10 +64,9 @@ def run(
 
         env = dict(os.environ)
         raise typer.Exit(supervise(settings.workers, env))
-    from stream.app.service import run_service, tune_garbage_collector
+    from stream.app.service import run_member
 
-    tune_garbage_collector(settings.gc_young_threshold)
-    asyncio.run(run_service(settings))
+    run_member(settings)
 
 
 @app.command()

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
@@ -19,9 +20,10 @@ from infra.telemetry import configure_tracing
 from stream.app.wiring import build_engine
 from stream.kafka.member import StreamRunner
 from stream.observability.metrics import LatencyMetrics
-from stream.settings import Settings
+from stream.settings import EventLoopChoice, Settings
 
-__all__ = ["Service", "install_stop_signals", "run_service", "tune_garbage_collector"]
+__all__ = ["Service", "install_stop_signals", "loop_factory", "run_member", "run_service",
+           "tune_garbage_collector"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,31 @@ def tune_garbage_collector(young_threshold: int) -> None:
     gc.freeze()
     if young_threshold > 0:
         gc.set_threshold(young_threshold, 10, 10)
+
+
+def run_member(settings: Settings) -> None:
+    """Run one member process to its end, on the event loop ``settings.event_loop`` names."""
+    tune_garbage_collector(settings.gc_young_threshold)
+    with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+        runner.run(run_service(settings))
+
+
+def loop_factory(choice: EventLoopChoice) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The factory of the chosen loop (None: asyncio's own). uvloop's timers, sockets and
+    callbacks cost less than asyncio's: on ``chatstream bench io-bound``, where every event
+    waits on a timer, it raised a member's rate by about a tenth (passthrough: a few percent).
+    ``auto`` falls back to asyncio's loop where uvloop is not installed (it does not build on
+    Windows)."""
+    if choice is EventLoopChoice.ASYNCIO:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice is EventLoopChoice.UVLOOP:
+            raise RuntimeError("CHATSTREAM_EVENT_LOOP=uvloop, but uvloop is not installed: "
+                               "pip install uvloop, or set CHATSTREAM_EVENT_LOOP=auto") from None
+        return None
+    return uvloop.new_event_loop
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
