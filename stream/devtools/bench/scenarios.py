@@ -202,12 +202,14 @@ async def io_bound(note: Note, profile_dir: Path | None = None) -> ScenarioResul
 
 
 async def offered(bootstrap: str, events: list[dict[str, Any]], rate: float,
-                  env: dict[str, str], note: Note, settle_s: float = 30
+                  env: dict[str, str], note: Note, settle_s: float = 30,
+                  command: list[str] | None = None
                   ) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
-    """Run one member, offer ``events`` at ``rate``; send and receive times and costs."""
+    """Run one member (or ``command``), offer ``events`` at ``rate``; send and receive times
+    and costs."""
     settings = bench_settings(bootstrap)
     await preload(settings, [])
-    members = Members([member_command()], member_env(settings, env))
+    members = Members([command or member_command()], member_env(settings, env))
     async with ResponseReader(settings) as reader:
         ready = await _wait_ready(settings, members)
         workers = int(env.get("CHATSTREAM_WORKERS", "1"))
@@ -242,10 +244,19 @@ def latency_figures(sent_at: dict[str, float], received: dict[str, float],
 async def latency(note: Note, profile_dir: Path | None = None, rate: float = 2_000,
                   seconds: float = 10) -> ScenarioResult:
     """The full default pipeline at 2,000 events/s offered for 10 s: latency from the bot's
-    send to the response's arrival at the bot; one member, then ``chatstream run`` as shipped
-    (one member per core). The target is checked on the shipped configuration."""
+    send to the response's arrival at the bot; the minimal aiokafka loop first (what the broker
+    and the client cost on their own: two hops, each waiting on a fetch), then one member, then
+    ``chatstream run`` as shipped (one member per core). The target is checked on the shipped
+    configuration."""
     result = ScenarioResult("latency")
     events = backlog(int(rate * seconds), 1_000, seed=11)
+    offer_label = f"{rate:.0f}/s offered for {seconds:.0f} s"
+    with EmbeddedBroker() as broker:
+        sent_at, received, costs = await offered(broker.bootstrap_servers, events, rate, {},
+                                                 note, command=reference_command())
+    reference = latency_figures(sent_at, received)
+    result.rows.append({"run": f"minimal aiokafka loop, {offer_label}", "events": len(events),
+                        **reference, **costs})
     figures: dict[str, Any] = {}
     for workers in (1, default_workers()):
         with EmbeddedBroker() as broker:
@@ -253,8 +264,10 @@ async def latency(note: Note, profile_dir: Path | None = None, rate: float = 2_0
                                                      {"CHATSTREAM_WORKERS": str(workers)}, note)
         figures = latency_figures(sent_at, received)
         result.rows.append({"run": f"full pipeline, {workers} worker{'s' * (workers > 1)}, "
-                                   f"{rate:.0f}/s offered for {seconds:.0f} s",
-                            "events": len(events), **figures, **costs})
+                                   f"{offer_label}", "events": len(events), **figures,
+                            "p99_over_minimal_loop": round(
+                                figures["p99_ms"] / max(reference["p99_ms"], 1e-9), 2),
+                            **costs})
     result.target(f"latency: p99 at 2,000 ev/s, full pipeline, {default_workers()} workers",
                   figures["p99_ms"] if figures["answered"] == len(events) else float("inf"), 25,
                   higher_is_better=False, unit="ms")
