@@ -3,16 +3,19 @@
 Rules:
 1. A session is a *header* (key, counters, thread, emotion trajectory) and one record per
    message of its history window, in the window's slot ``(n - 1) % size`` where ``n`` counts
-   the session's messages from 1 (``slot_of``). An answer writes the header and the newest
-   message only (``session_records``), so a record costs the same whatever the window's
-   length; slots overwrite themselves as the window slides. Caches and the memory index are
-   not stored; processors rebuild them from the restored history on the session's next event.
+   the session's messages from 1 (``slot_of``). An answer writes one record (version 3,
+   ``answer_record``): the newest message in its slot, carrying the session's header as it
+   is after that message; so a record costs the same whatever the window's length, and slots
+   overwrite themselves as the window slides. The session's header is the one of its record
+   written last (``latest_header``). Caches and the memory index are not stored; processors
+   rebuild them from the restored history on the session's next event.
 2. ``from_records`` keeps the messages numbered ``count - size < n <= count`` of the header's
    ``count``, in order: a slot left from an earlier session of the same key (evicted, then
    started again) always falls outside that range.
 3. A record of another version or shape is refused (``ValueError``), so a corrupt changelog
-   record costs that one session its history, never the member. ``from_document`` still reads
-   the whole-session documents of version 1.
+   record costs that one session its history, never the member. Version 2 (a header record
+   keyed by the session, and message records without a header) and the whole-session
+   documents of version 1 are still read.
 4. Times: ``last_message_at`` is wall clock (kept); ``created_at`` and ``last_activity`` are the
    restoring member's monotonic ``now`` (monotonic clocks do not travel between processes).
 """
@@ -32,11 +35,13 @@ from stream.engine.sessions import (
     SessionState,
 )
 
-__all__ = ["DOCUMENT_VERSION", "SessionRecords", "from_document", "from_records",
-           "session_records", "slot_of"]
+__all__ = ["DOCUMENT_VERSION", "SessionRecords", "answer_record", "from_document",
+           "from_records", "latest_header", "session_records", "slot_of"]
 
-DOCUMENT_VERSION = 2
+DOCUMENT_VERSION = 3
+_HEADER_AND_SLOTS_VERSION = 2  # a header record of its own, slots without a header
 _WHOLE_DOCUMENT_VERSION = 1
+_SLOT_VERSIONS = (_HEADER_AND_SLOTS_VERSION, DOCUMENT_VERSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +60,7 @@ def slot_of(n: int, history_size: int) -> int:
 
 
 def session_records(state: SessionState) -> SessionRecords:
-    """The records of ``state`` after its latest event (rule 1)."""
+    """The header of ``state`` after its latest event and, when it has one, that message."""
     count = state.message_count
     message = None
     if state.recent_messages:
@@ -73,6 +78,24 @@ def session_records(state: SessionState) -> SessionRecords:
     }, message=message, slot=slot_of(max(count, 1), size))
 
 
+def answer_record(records: SessionRecords) -> dict[str, Any]:
+    """The one record an answer writes, in ``records.slot`` (rule 1): the newest message with
+    the session's header. ``records`` must hold a message."""
+    assert records.message is not None, "an answered session holds its newest message"
+    return {**records.message, "header": records.header}
+
+
+def latest_header(header: tuple[int, Any] | None, slots: Iterable[tuple[int, Any]]) -> Any:
+    """The header of a session (rule 1): of its own header record (versions 1 and 2) and the
+    headers its version 3 slot records carry, each with the offset it was written at, the one
+    written last. None when there is none."""
+    found = [header] if header is not None else []
+    found += [(offset, record["header"]) for offset, record in slots
+              if isinstance(record, dict) and record.get("version") == DOCUMENT_VERSION
+              and "header" in record]
+    return max(found, key=lambda written: written[0])[1] if found else None
+
+
 def from_records(header: Any, messages: Iterable[Any], now: float,
                  history_size: int) -> SessionState:
     """The session a header and its slots' messages describe (orjson-decoded; rule 2);
@@ -80,16 +103,16 @@ def from_records(header: Any, messages: Iterable[Any], now: float,
     try:
         if header["version"] == _WHOLE_DOCUMENT_VERSION:
             return from_document(header, now, history_size)
-        if header["version"] != DOCUMENT_VERSION:
+        if header["version"] not in _SLOT_VERSIONS:
             raise ValueError(f"session record version {header['version']!r} is unknown")
         state = _with_counters(header, now, history_size)
         count = state.message_count
         kept = sorted((int(m["n"]), m["message"]) for m in messages
-                      if m.get("version") == DOCUMENT_VERSION
+                      if m.get("version") in _SLOT_VERSIONS
                       and count - history_size < int(m["n"]) <= count)
         state.recent_messages.extend(_message(m) for _, m in kept)
         return state
-    except (KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a session record: {type(exc).__name__}: {exc}") from None
 
 

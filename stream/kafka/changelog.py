@@ -2,19 +2,20 @@
 topic, so a partition's conversations move with it to whichever member owns it next.
 
 Rules, in the order they apply:
-1. Written with the response: ``KafkaSink.answered`` queues the session's records (its header,
-   keyed by session id, and its newest message, keyed by session id and window slot: see
-   ``stream.engine.session_documents``; all to the inbound record's partition number) together
-   with the response, and the record's offset completes only once all are acknowledged. A
-   record still queued when the same key's next one comes is replaced by it (one header per
-   session per batch); the earlier event's offset then waits for the later record, which
-   includes it. A session's message record always lands before the header that counts it.
-   A crash between the acks leaves the offset uncommitted: the next owner answers the event
-   again (the same response id), from the state before it unless that state's records were
-   already acknowledged (then the event shows twice in the restored history).
-2. A session that ends for good (expired or evicted) gets tombstones (its header and the slots
-   its window filled), queued behind its last records; one handed over does not (its state is
-   the next owner's).
+1. Written with the response: ``KafkaSink.answered`` queues the session's record (its newest
+   message with the session's header, keyed by session id and window slot: see
+   ``stream.engine.session_documents``; to the inbound record's partition number) together
+   with the response, and the record's offset completes only once both are acknowledged. A
+   record still queued when the same key's next one comes is replaced by it; the earlier
+   event's offset then waits for the later record. A crash between the acks leaves the offset
+   uncommitted: the next owner answers the event again (the same response id), from the state
+   before it unless that state's record was already acknowledged (then the event shows twice
+   in the restored history). Restoring reads version 2 changelogs too (a header record per
+   session beside its message slots): whichever of a session's records carrying a header was
+   written last holds its header.
+2. A session that ends for good (expired or evicted) gets tombstones (the slots its window
+   filled, and its version 2 header key), queued behind its last records; one handed over
+   does not (its state is the next owner's).
 3. On assignment, before any event of a partition is fetched (aiokafka awaits the assignment
    callback first), ``restore`` reads that changelog partition from the start to the high
    watermark seen after the first fetch and keeps the last record per key (tombstones
@@ -35,7 +36,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from stream.engine.session_documents import SessionRecords, from_records, slot_of
+from stream.engine.session_documents import (
+    SessionRecords,
+    answer_record,
+    from_records,
+    latest_header,
+    slot_of,
+)
 from stream.engine.sessions import SessionState
 from stream.engine.work import WorkItem
 from stream.kafka.config import common_client_config
@@ -78,25 +85,22 @@ class Changelog:
         self._owned = owned  # a session of a partition handed over is not ours to tombstone
 
     def deliveries(self, item: WorkItem) -> list[Delivery]:
-        """The changelog records of an answered item (none without state or partition): the
-        session's header, keyed by session id, and its newest message, keyed by its slot."""
+        """The changelog record of an answered item (none without state or partition): its
+        newest message with the session's header, keyed by session id and slot."""
         partition = getattr(item.source, "tp", None)
         records: SessionRecords | None = item.session_state
         if records is None or partition is None:
             return []
-        session = item.session_id
-        found = []
-        if records.message is not None:  # first: a header must never land before its message
-            found.append(Delivery(topic=self._topic, key=_slot_key(session, records.slot),
-                                  value=orjson.dumps(records.message),
-                                  partition=partition.partition))
-        found.append(Delivery(topic=self._topic, key=session.encode(),
-                              value=orjson.dumps(records.header), partition=partition.partition))
-        return found
+        if records.message is None:  # nothing answered yet: nothing to write
+            return []
+        return [Delivery(topic=self._topic, key=_slot_key(item.session_id, records.slot),
+                         value=orjson.dumps(answer_record(records)),
+                         partition=partition.partition)]
 
     def dropped(self, state: SessionState) -> None:
-        """Queue the tombstones of a session that ended for good (its header and the slots its
-        window filled), after (or instead of, if still queued) its last records."""
+        """Queue the tombstones of a session that ended for good (the slots its window filled,
+        and its header key of version 2), after (or instead of, if still queued) its last
+        records."""
         if not isinstance(state.partition, TopicPartition) or state.partition not in self._owned():
             return
         session = state.session_id
@@ -169,7 +173,7 @@ async def _read_to_end(consumer: AIOKafkaConsumer, topic: str, found: dict[int, 
     tps = [TopicPartition(topic, p) for p in found]
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
-    latest: dict[int, dict[bytes, Any]] = {p: {} for p in found}
+    latest: dict[int, dict[bytes, tuple[int, bytes | None]]] = {p: {} for p in found}
     deadline = time.monotonic() + timeout_s
     remaining = set(tps)
     while remaining and time.monotonic() < deadline:
@@ -178,31 +182,37 @@ async def _read_to_end(consumer: AIOKafkaConsumer, topic: str, found: dict[int, 
             found[tp.partition].records_read += len(records)
             for record in records:
                 if record.key is not None:
-                    latest[tp.partition][record.key] = (
-                        None if record.value is None else record.value)
+                    latest[tp.partition][record.key] = (record.offset, record.value)
         for tp in list(remaining):
             highwater = consumer.highwater(tp)
             if highwater is not None and await consumer.position(tp) >= highwater:
                 remaining.discard(tp)
                 found[tp.partition].complete = True
     for partition, values in latest.items():
-        headers: dict[bytes, bytes] = {}
-        messages: dict[bytes, list[bytes]] = {}
-        for key, value in values.items():
+        headers: dict[bytes, tuple[int, bytes]] = {}
+        slots: dict[bytes, list[tuple[int, bytes]]] = {}
+        for key, (offset, value) in values.items():
             if value is None:
                 continue
             session, slotted, _ = key.partition(_SLOT_SEPARATOR)
             if slotted:
-                messages.setdefault(session, []).append(value)
+                slots.setdefault(session, []).append((offset, value))
             else:
-                headers[key] = value
-        for session, header in headers.items():
+                headers[key] = (offset, value)
+        for session in headers.keys() | slots.keys():
             try:
-                found[partition].documents.append(
-                    (orjson.loads(header), [orjson.loads(m) for m in messages.get(session, ())]))
+                header = headers.get(session)
+                written = [(offset, orjson.loads(value)) for offset, value in
+                           slots.get(session, ())]
+                found_header = latest_header(
+                    None if header is None else (header[0], orjson.loads(header[1])), written)
             except orjson.JSONDecodeError:
                 log.warning("changelog record of %r is not JSON; that session starts empty",
                             session)
+                continue
+            if found_header is not None:  # slots without a header: a session's leftovers
+                found[partition].documents.append(
+                    (found_header, [record for _, record in written]))
 
 
 # Session ids never hold it: their parts are percent-quoted (``session_id_for``).

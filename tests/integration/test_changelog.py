@@ -69,11 +69,11 @@ async def test_an_expired_session_leaves_a_tombstone_and_is_not_restored(setting
         (after,) = await answer(settings, runner, [turn(1, "hello again", user="idle")])
     assert after["analysis"]["memory"]["data"]["history_size"] == 0
     records = await changelog_records(settings)
-    # The first turn's header and message slot, their tombstones on expiry, then the new
-    # conversation's first header and slot.
+    # The first turn's slot (its message with the header), the tombstones on expiry (that slot,
+    # then the header key a version 2 member wrote), then the new conversation's first slot.
     keys = [key for key, _ in records]
-    assert len(records) == 6 and keys[:2] == keys[2:4] == keys[4:]
-    assert [value is None for _, value in records] == [False, False, True, True, False, False]
+    assert len(records) == 4 and keys[0] == keys[1] == keys[3] != keys[2]
+    assert [value is None for _, value in records] == [False, True, True, False]
 
 
 async def changelog_records(settings: Settings) -> list[tuple[bytes | None, bytes | None]]:
@@ -147,3 +147,46 @@ async def test_events_waiting_at_assignment_see_their_restored_session(settings_
         async with running_chatstream(settings):
             after = await watcher.wait_for("turn-waiting-2", timeout_s=30)
     assert after["analysis"]["memory"]["data"]["history_size"] == 2
+
+
+async def test_a_changelog_written_by_version_2_members_and_then_this_one_restores(settings_for):
+    """A rolling upgrade: a version 2 member wrote a session's message slot and its header
+    record, this version wrote the session's next answer as one slot record with the header.
+    The restore takes the header written last and both messages."""
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    from schemas.events import ChatEvent
+    from stream.engine.session_documents import answer_record, from_records, session_records
+
+    settings = settings_for(partitions=1)
+    await ensure_topics(settings)
+    state = SessionState.new(("b", "support", "u1"), 0.0, 20)
+    writes: list[tuple[bytes, Any]] = []
+    for n, content in enumerate(["my parcel is late", "it is still not here"], start=1):
+        state.record(ChatEvent(event_id=f"e{n}", bot_id="b", channel_id="support",
+                               user_id="u1", content=content),
+                     thread_id="t1", new_thread=n == 1, emotion=None, now=float(n))
+        records = session_records(state)
+        slot = f"{state.session_id}\x1f{records.slot}".encode()
+        if n == 1:
+            assert records.message is not None
+            writes += [(slot, {**records.message, "version": 2}),
+                       (state.session_id.encode(), {**records.header, "version": 2})]
+        else:
+            writes.append((slot, answer_record(records)))
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for key, document in writes:
+            await (await producer.send(settings.changelog_topic, orjson.dumps(document), key=key,
+                                       partition=0))
+    finally:
+        await producer.stop()
+    changelog = Changelog(settings, Publisher(None), EventCounters(), owned=lambda: set())  # type: ignore[arg-type]
+    found = await changelog.restore([0], timeout_s=settings.rebalance_timeout_seconds)
+    ((header, messages),) = found[0].documents
+    restored = from_records(header, messages, now=9.0, history_size=20)
+    assert restored.snapshot() == state.snapshot()
+    assert [m.content for m in restored.recent_messages] == ["my parcel is late",
+                                                             "it is still not here"]

@@ -11,7 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.events import ChatEvent
-from stream.engine.session_documents import from_records, session_records
+from stream.engine.session_documents import (
+    answer_record,
+    from_records,
+    latest_header,
+    session_records,
+)
 from stream.engine.sessions import SessionRegistry, SessionState
 
 
@@ -21,41 +26,56 @@ def _event(content: str, event_id: str, at: datetime) -> ChatEvent:
 
 
 class ChangelogTopic:
-    """A compacted changelog of one partition: the latest value per key."""
+    """A compacted changelog of one partition: the latest value per key, with its offset."""
 
     def __init__(self) -> None:
-        self.latest: dict[str, Any] = {}
+        self.latest: dict[str, tuple[int, Any]] = {}
+        self.offset = 0
+
+    def put(self, key: str, document: Any) -> None:
+        self.latest[key] = (self.offset, orjson.loads(orjson.dumps(document)))  # through JSON
+        self.offset += 1
 
     def write(self, state: SessionState) -> None:
-        records = session_records(state)  # as the changelog stores them: through JSON
-        self.latest[state.session_id] = orjson.loads(orjson.dumps(records.header))
-        if records.message is not None:
-            self.latest[f"{state.session_id}/{records.slot}"] = orjson.loads(
-                orjson.dumps(records.message))
+        """What the changelog writes for an answer: one record, in the newest message's slot."""
+        records = session_records(state)
+        self.put(f"{state.session_id}/{records.slot}", answer_record(records))
+
+    def write_version_2(self, state: SessionState) -> None:
+        """What a member of version 2 wrote: the message's slot, then a header record."""
+        records = session_records(state)
+        assert records.message is not None
+        self.put(f"{state.session_id}/{records.slot}", {**records.message, "version": 2})
+        self.put(state.session_id, {**records.header, "version": 2})
 
     def restore(self, session_id: str, history: int) -> SessionState:
-        messages = [v for k, v in self.latest.items() if k.startswith(f"{session_id}/")]
-        return from_records(self.latest[session_id], messages, now=99.0, history_size=history)
+        slots = [v for k, v in self.latest.items() if k.startswith(f"{session_id}/")]
+        header = latest_header(self.latest.get(session_id), slots)
+        return from_records(header, [record for _, record in slots], now=99.0,
+                            history_size=history)
 
 
 def _record_all(state: SessionState, contents: list[str], emotions: list[float],
-                topic: ChangelogTopic, start: datetime) -> None:
+                topic: ChangelogTopic, start: datetime, version_2_until: int = 0) -> None:
     for i, content in enumerate(contents):
         emotion = emotions[i] if i < len(emotions) else None
         state.record(_event(content, f"e{i}", start + timedelta(seconds=i)),
                      thread_id=f"t{i // 3}", new_thread=i % 3 == 0, emotion=emotion, now=float(i))
-        topic.write(state)
+        (topic.write_version_2 if i < version_2_until else topic.write)(state)
 
 
 @given(contents=st.lists(st.text(max_size=30), max_size=30),
        emotions=st.lists(st.floats(-1, 1), max_size=30),
-       history=st.integers(1, 10))
-def test_the_records_of_every_answer_restore_the_same_session(contents, emotions, history):
-    """Round trip through the records each answer writes (a header and the newest message's
-    slot): history window, thread, counters and emotion trajectory survive as they were."""
+       history=st.integers(1, 10), version_2_until=st.integers(0, 31))
+def test_the_records_of_every_answer_restore_the_same_session(contents, emotions, history,
+                                                               version_2_until):
+    """Round trip through the record each answer writes (the newest message's slot, with the
+    header), also after answers of a version 2 member (a header record beside the slots):
+    history window, thread, counters and emotion trajectory survive as they were."""
     state = SessionState.new(("b", "c", "u"), 0.0, history)
     topic = ChangelogTopic()
-    _record_all(state, contents, emotions, topic, datetime(2026, 1, 1, tzinfo=UTC))
+    _record_all(state, contents, emotions, topic, datetime(2026, 1, 1, tzinfo=UTC),
+                version_2_until)
     if not contents:
         return
     restored = topic.restore(state.session_id, history)
@@ -96,7 +116,8 @@ def test_a_whole_session_document_of_version_1_is_still_read():
 
 
 @pytest.mark.parametrize("document", [
-    {"version": 3}, {"version": 2, "key": ["only-one"]}, {"version": 2, "key": ["b", "c"]},
+    {"version": 3}, {"version": 4, "key": ["b", "c"]}, {"version": 2, "key": ["only-one"]},
+    {"version": 2, "key": ["b", "c"]},
     {"version": 1, "key": ["b", "c"]}, [], "text", None,
 ])
 def test_a_record_of_another_shape_is_refused(document):
