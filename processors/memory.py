@@ -88,14 +88,27 @@ def rank(index: SessionIndex, query: str, top_k: int, min_score: float) -> list[
         return []
     # Each term's idf once, not once per document holding it; a document sharing no term with
     # the query scores 0 and is not weighed at all.
+    # ``cosine``'s arithmetic in its order (the same floats), without building each document's
+    # vector or summing the query's norm again for every document.
     count = len(index.docs)
     idf = {term: math.log((1 + count) / (1 + df)) + 1.0 for term, df in index.doc_freq.items()}
+    query_norm = math.sqrt(sum(w * w for w in query_vector.values()))
     scored = []
     for position, doc in enumerate(index.docs):
-        if query_vector.keys().isdisjoint(doc.counts):
+        counts = doc.counts
+        if query_vector.keys().isdisjoint(counts):
             score = 0.0
         else:
-            score = cosine(query_vector, {t: tf * idf[t] for t, tf in doc.counts.items()})
+            weights = [(t, tf * idf[t]) for t, tf in counts.items()]
+            doc_norm = math.sqrt(sum(w * w for _, w in weights))
+            if len(query_vector) > len(counts):  # cosine iterates the shorter vector
+                dot = sum(w * query_vector.get(t, 0.0) for t, w in weights)
+                norms = doc_norm * query_norm
+            else:
+                dot = sum(w * (counts[t] * idf[t] if t in counts else 0.0)
+                          for t, w in query_vector.items())
+                norms = query_norm * doc_norm
+            score = dot / norms if norms else 0.0
         if score >= min_score:
             scored.append((score, position, doc))
     scored.sort(key=lambda item: (item[0], item[1]), reverse=True)

@@ -3,6 +3,7 @@ composition) and by admission (questions are scheduled as HIGH). Pure."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 
@@ -29,11 +30,27 @@ def _normalise(word: str) -> str:
     return word
 
 
-def tokenize(text: str) -> list[str]:
+# Texts up to this length are remembered (``_CACHED_TOKENS`` of them at most, a few MB at
+# worst): a message is tokenised again by every later event that looks at its session's
+# history (thread tracking reads the thread's last messages, memory the query and new messages).
+_CACHED_TEXT_CHARS = 512
+_CACHED_TOKENS = 8192
+
+
+def tokenize(text: str) -> tuple[str, ...]:
     """Lowercase content words of ``text``: stopwords and one-letter tokens dropped, plurals folded."""
+    if len(text) <= _CACHED_TEXT_CHARS:
+        return _remembered_tokens(text)
+    return _tokens(text)
+
+
+def _tokens(text: str) -> tuple[str, ...]:
     raw = (w.replace("'", "") for w in _WORD.findall(text.lower()))
     words = (_normalise(w) for w in raw if w not in STOPWORDS)
-    return [w for w in words if len(w) > 1 and w not in STOPWORDS]
+    return tuple(w for w in words if len(w) > 1 and w not in STOPWORDS)
+
+
+_remembered_tokens = functools.lru_cache(maxsize=_CACHED_TOKENS)(_tokens)
 
 
 def term_counts(text: str) -> Counter[str]:

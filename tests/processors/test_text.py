@@ -1,0 +1,33 @@
+"""Tokenising: remembered for short texts, the same words either way."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from processors.text import _CACHED_TEXT_CHARS, STOPWORDS, term_counts, tokenize
+
+
+def test_content_words_lowercased_without_stopwords_and_plurals_folded() -> None:
+    assert tokenize("Hello, my Refunds haven't ARRIVED yet! a b") == ("refund", "havent",
+                                                                     "arrived", "yet")
+    assert term_counts("order order parcel") == {"order": 2, "parcel": 1}
+
+
+@given(st.text(max_size=2 * _CACHED_TEXT_CHARS))
+def test_a_remembered_text_gives_what_a_fresh_one_gives(text: str) -> None:
+    from processors.text import _tokens
+
+    first, second = tokenize(text), tokenize(text)
+    assert first == second == _tokens(text) and isinstance(first, tuple)
+    assert all(len(w) > 1 and w not in STOPWORDS for w in first)
+
+
+def test_long_texts_are_not_remembered() -> None:
+    from processors.text import _remembered_tokens
+
+    before = _remembered_tokens.cache_info().currsize
+    tokenize("parcel " * _CACHED_TEXT_CHARS)
+    assert _remembered_tokens.cache_info().currsize == before
+    tokenize("a fresh short text about parcels")
+    assert _remembered_tokens.cache_info().currsize == before + 1
