@@ -149,7 +149,8 @@ class ProcessorPipeline:
             outcomes = {p.name: await self._step(p, context, resilient) for p in analysis_steps}
         analysis = {n: o.data for n, o in outcomes.items() if o.status is ProcessorStatus.OK}
         # Built directly: dataclasses.replace walks the fields on every event.
-        compose_context = ProcessorContext(context.event, context.session, analysis)
+        compose_context = ProcessorContext(event=context.event, session=context.session,
+                                           analysis=analysis)
         reply: str | None = None
         for processor in self._compose:  # in order: a later composer may override the reply
             outcome = await self._step(processor, compose_context, resilient)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from collections import Counter
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -30,10 +31,12 @@ def _normalise(word: str) -> str:
     return word
 
 
-# Texts up to this length are remembered (``_CACHED_TOKENS`` of them at most, a few MB at
-# worst): a message is tokenised again by every later event that looks at its session's
-# history (thread tracking reads the thread's last messages, memory the query and new messages).
-_CACHED_TEXT_CHARS = 512
+# Texts up to this length are remembered, ``_CACHED_TOKENS`` of them at most: a message is
+# tokenised again by every later event that looks at its session's history (thread tracking
+# reads the thread's last messages, memory the query and new messages). Tokens are interned,
+# so an entry holds its text and a tuple of shared strings: about 1.5 KB at the length limit,
+# about 12 MB per process at worst, a few MB for chat-sized messages.
+_CACHED_TEXT_CHARS = 256
 _CACHED_TOKENS = 8192
 
 
@@ -47,7 +50,7 @@ def tokenize(text: str) -> tuple[str, ...]:
 def _tokens(text: str) -> tuple[str, ...]:
     raw = (w.replace("'", "") for w in _WORD.findall(text.lower()))
     words = (_normalise(w) for w in raw if w not in STOPWORDS)
-    return tuple(w for w in words if len(w) > 1 and w not in STOPWORDS)
+    return tuple(sys.intern(w) for w in words if len(w) > 1 and w not in STOPWORDS)
 
 
 _remembered_tokens = functools.lru_cache(maxsize=_CACHED_TOKENS)(_tokens)

@@ -6,9 +6,13 @@ Rules:
    the session's messages from 1 (``slot_of``). An answer writes one record (version 3,
    ``answer_record``): the newest message in its slot, carrying the session's header as it
    is after that message; so a record costs the same whatever the window's length, and slots
-   overwrite themselves as the window slides. The session's header is the one of its record
-   written last (``latest_header``). Caches and the memory index are not stored; processors
-   rebuild them from the restored history on the session's next event.
+   overwrite themselves as the window slides. Each life of a session (from its first answer,
+   or its restore from a version 2 header, to its end) has an *incarnation*: its first answer
+   also writes a marker under the session's own key (``marker_record``), and its headers name
+   it. A session is restored only while its marker (or version 2 header) is there; its header
+   is the one, of its incarnation, written last (``restorable``), so the slots another life of
+   the key left behind never bring that life back. Caches and the memory index are not
+   stored; processors rebuild them from the restored history on the session's next event.
 2. ``from_records`` keeps the messages numbered ``count - size < n <= count`` of the header's
    ``count``, in order: a slot left from an earlier session of the same key (evicted, then
    started again) always falls outside that range.
@@ -22,6 +26,7 @@ Rules:
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,7 +41,7 @@ from stream.engine.sessions import (
 )
 
 __all__ = ["DOCUMENT_VERSION", "SessionRecords", "answer_record", "from_document",
-           "from_records", "latest_header", "session_records", "slot_of"]
+           "from_records", "marker_record", "restorable", "session_records", "slot_of"]
 
 DOCUMENT_VERSION = 3
 _HEADER_AND_SLOTS_VERSION = 2  # a header record of its own, slots without a header
@@ -52,6 +57,7 @@ class SessionRecords:
     header: dict[str, Any]
     message: dict[str, Any] | None
     slot: int
+    opens: bool = False  # the first records of the session's incarnation: write its marker
 
 
 def slot_of(n: int, history_size: int) -> int:
@@ -60,7 +66,11 @@ def slot_of(n: int, history_size: int) -> int:
 
 
 def session_records(state: SessionState) -> SessionRecords:
-    """The header of ``state`` after its latest event and, when it has one, that message."""
+    """The header of ``state`` after its latest event and, when it has one, that message. The
+    first call for a session gives it its incarnation (``opens``)."""
+    opens = state.changelog_incarnation is None
+    if opens:
+        state.changelog_incarnation = uuid.uuid4().hex
     count = state.message_count
     message = None
     if state.recent_messages:
@@ -75,7 +85,8 @@ def session_records(state: SessionState) -> SessionRecords:
         "thread_count": state.thread_count,
         "emotion_trajectory": tuple(state.emotion_trajectory),
         "last_message_at": state.last_message_at,
-    }, message=message, slot=slot_of(max(count, 1), size))
+        "incarnation": state.changelog_incarnation,
+    }, message=message, slot=slot_of(max(count, 1), size), opens=opens)
 
 
 def answer_record(records: SessionRecords) -> dict[str, Any]:
@@ -85,15 +96,44 @@ def answer_record(records: SessionRecords) -> dict[str, Any]:
     return {**records.message, "header": records.header}
 
 
-def latest_header(header: tuple[int, Any] | None, slots: Iterable[tuple[int, Any]]) -> Any:
-    """The header of a session (rule 1): of its own header record (versions 1 and 2) and the
-    headers its version 3 slot records carry, each with the offset it was written at, the one
-    written last. None when there is none."""
-    found = [header] if header is not None else []
-    found += [(offset, record["header"]) for offset, record in slots
-              if isinstance(record, dict) and record.get("version") == DOCUMENT_VERSION
-              and "header" in record]
-    return max(found, key=lambda written: written[0])[1] if found else None
+def marker_record(records: SessionRecords) -> dict[str, Any]:
+    """The record under the session's own key that says its incarnation is alive (rule 1)."""
+    return {"version": DOCUMENT_VERSION, "incarnation": records.header["incarnation"]}
+
+
+def restorable(own: tuple[int, Any] | None, slots: Iterable[tuple[int, Any]]
+               ) -> tuple[int, Any, list[Any]] | None:
+    """What restores a session (rule 1), from the record under its own key and its slot
+    records, each with the offset it was written at: (the header's offset, the header, the
+    messages for ``from_records``), or None when the session is not to be restored (it ended,
+    or its records say nothing of a live incarnation).
+
+    A version 1 or 2 header under its own key is the header; a version 3 marker names the
+    incarnation whose latest slot holds the header. Slots of another incarnation are left out.
+    """
+    if own is None or not isinstance(own[1], dict):
+        return None
+    offset, document = own
+    written = list(slots)
+    if document.get("version") != DOCUMENT_VERSION:  # a header of version 1 or 2
+        return offset, document, [record for _, record in written
+                                  if not _of_another_life(record, None)]
+    incarnation = document.get("incarnation")
+    ours = [(at, record) for at, record in written if not _of_another_life(record, incarnation)]
+    headers = [(at, record["header"]) for at, record in ours
+               if record.get("version") == DOCUMENT_VERSION]
+    if not headers:
+        return None
+    at, header = max(headers, key=lambda found: found[0])
+    return at, header, [record for _, record in ours]
+
+
+def _of_another_life(record: Any, incarnation: str | None) -> bool:
+    """A version 3 slot whose header names another incarnation (version 2 slots name none)."""
+    if not isinstance(record, dict) or record.get("version") != DOCUMENT_VERSION:
+        return False
+    header = record.get("header")
+    return not isinstance(header, dict) or header.get("incarnation") != incarnation
 
 
 def from_records(header: Any, messages: Iterable[Any], now: float,
@@ -141,6 +181,8 @@ def _with_counters(document: Any, now: float, history_size: int) -> SessionState
         (float(x) for x in document["emotion_trajectory"]), maxlen=EMOTION_TRAJECTORY_SIZE)
     last = document["last_message_at"]
     state.last_message_at = datetime.fromisoformat(last) if last else None
+    incarnation = document.get("incarnation")
+    state.changelog_incarnation = None if incarnation is None else str(incarnation)
     return state
 
 

@@ -74,6 +74,8 @@ class SessionState:
     )
     last_message_at: datetime | None = None
     partition: Hashable | None = None  # where its events come from; released on revocation
+    # Which life of its key the session's changelog records belong to (session_documents).
+    changelog_incarnation: str | None = None
 
     @classmethod
     def new(cls, key: SessionKey, now: float, history_size: int) -> SessionState:

@@ -10,12 +10,14 @@ Rules, in the order they apply:
    event's offset then waits for the later record. A crash between the acks leaves the offset
    uncommitted: the next owner answers the event again (the same response id), from the state
    before it unless that state's record was already acknowledged (then the event shows twice
-   in the restored history). Restoring reads version 2 changelogs too (a header record per
-   session beside its message slots): whichever of a session's records carrying a header was
-   written last holds its header.
+   in the restored history). A session's first answer (or its first after a restore from a
+   version 2 changelog) also writes, first, the marker of the session's incarnation under the
+   session id. Restoring reads version 2 changelogs too (a header record per session beside
+   its message slots).
 2. A session that ends for good (expired or evicted) gets tombstones (the slots its window
-   filled, and its version 2 header key), queued behind its last records; one handed over
-   does not (its state is the next owner's).
+   filled, and its own key: its marker or version 2 header), queued behind its last records;
+   one handed over does not (its state is the next owner's). Without the record under its own
+   key a session is not restored, whatever slots are left.
 3. On assignment, before any event of a partition is fetched (aiokafka awaits the assignment
    callback first), ``restore`` reads that changelog partition from the start to the high
    watermark seen after the first fetch and keeps the last record per key (tombstones
@@ -40,7 +42,8 @@ from stream.engine.session_documents import (
     SessionRecords,
     answer_record,
     from_records,
-    latest_header,
+    marker_record,
+    restorable,
     slot_of,
 )
 from stream.engine.sessions import SessionState
@@ -85,22 +88,28 @@ class Changelog:
         self._owned = owned  # a session of a partition handed over is not ours to tombstone
 
     def deliveries(self, item: WorkItem) -> list[Delivery]:
-        """The changelog record of an answered item (none without state or partition): its
-        newest message with the session's header, keyed by session id and slot."""
+        """The changelog records of an answered item (none without state or partition): its
+        newest message with the session's header, keyed by session id and slot, after the
+        marker of the session's incarnation, keyed by session id, when the answer opens it."""
         partition = getattr(item.source, "tp", None)
         records: SessionRecords | None = item.session_state
         if records is None or partition is None:
             return []
         if records.message is None:  # nothing answered yet: nothing to write
             return []
-        return [Delivery(topic=self._topic, key=_slot_key(item.session_id, records.slot),
-                         value=orjson.dumps(answer_record(records)),
-                         partition=partition.partition)]
+        slot = Delivery(topic=self._topic, key=_slot_key(item.session_id, records.slot),
+                        value=orjson.dumps(answer_record(records)),
+                        partition=partition.partition)
+        if not records.opens:
+            return [slot]
+        marker = Delivery(topic=self._topic, key=item.session_id.encode(),
+                          value=orjson.dumps(marker_record(records)),
+                          partition=partition.partition)
+        return [marker, slot]
 
     def dropped(self, state: SessionState) -> None:
         """Queue the tombstones of a session that ended for good (the slots its window filled,
-        and its header key of version 2), after (or instead of, if still queued) its last
-        records."""
+        and its own key), after (or instead of, if still queued) its last records."""
         if not isinstance(state.partition, TopicPartition) or state.partition not in self._owned():
             return
         session = state.session_id
@@ -199,20 +208,22 @@ async def _read_to_end(consumer: AIOKafkaConsumer, topic: str, found: dict[int, 
                 slots.setdefault(session, []).append((offset, value))
             else:
                 headers[key] = (offset, value)
-        for session in headers.keys() | slots.keys():
+        documents = []
+        for session, (offset, value) in headers.items():  # slots alone: a life that ended
             try:
-                header = headers.get(session)
-                written = [(offset, orjson.loads(value)) for offset, value in
-                           slots.get(session, ())]
-                found_header = latest_header(
-                    None if header is None else (header[0], orjson.loads(header[1])), written)
+                own = (offset, orjson.loads(value))
+                written = [(at, orjson.loads(slot)) for at, slot in slots.get(session, ())]
             except orjson.JSONDecodeError:
                 log.warning("changelog record of %r is not JSON; that session starts empty",
                             session)
                 continue
-            if found_header is not None:  # slots without a header: a session's leftovers
-                found[partition].documents.append(
-                    (found_header, [record for _, record in written]))
+            document = restorable(own, written)
+            if document is not None:
+                documents.append(document)
+        # Oldest header first: when the registry cannot hold them all, the sessions written
+        # most recently are installed last and stay.
+        documents.sort(key=lambda document: document[0])
+        found[partition].documents.extend((header, messages) for _, header, messages in documents)
 
 
 # Session ids never hold it: their parts are percent-quoted (``session_id_for``).

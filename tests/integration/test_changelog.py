@@ -69,11 +69,12 @@ async def test_an_expired_session_leaves_a_tombstone_and_is_not_restored(setting
         (after,) = await answer(settings, runner, [turn(1, "hello again", user="idle")])
     assert after["analysis"]["memory"]["data"]["history_size"] == 0
     records = await changelog_records(settings)
-    # The first turn's slot (its message with the header), the tombstones on expiry (that slot,
-    # then the header key a version 2 member wrote), then the new conversation's first slot.
+    # The first turn's incarnation marker and slot (its message with the header), their
+    # tombstones on expiry, then the new conversation's marker and first slot.
     keys = [key for key, _ in records]
-    assert len(records) == 4 and keys[0] == keys[1] == keys[3] != keys[2]
-    assert [value is None for _, value in records] == [False, True, True, False]
+    assert len(records) == 6 and keys[0] == keys[3] == keys[4] != keys[1] == keys[2] == keys[5]
+    assert [value is None for _, value in records] == [False, False, True, True, False, False]
+    assert records[0][1] != records[4][1]  # another incarnation
 
 
 async def changelog_records(settings: Settings) -> list[tuple[bytes | None, bytes | None]]:
@@ -95,7 +96,8 @@ async def test_restoring_a_thousand_sessions_is_bounded_and_measured(settings_fo
     await ensure_topics(settings)
     from aiokafka import AIOKafkaProducer
 
-    from stream.engine.session_documents import session_records
+    from schemas.events import ChatEvent
+    from stream.engine.session_documents import answer_record, marker_record, session_records
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=20)
     await producer.start()
@@ -103,10 +105,17 @@ async def test_restoring_a_thousand_sessions_is_bounded_and_measured(settings_fo
         import orjson
 
         acks = []
-        for i in range(1000):
+        for i in range(1000):  # what each session's first answer writes: marker, then slot
             state = SessionState.new(("b", f"c{i}", "u"), 0.0, 20)
-            acks.append(await producer.send(settings.changelog_topic, orjson.dumps(
-                session_records(state).header), key=state.session_id.encode(), partition=i % 4))
+            state.record(ChatEvent(event_id=f"e{i}", bot_id="b", channel_id=f"c{i}",
+                                   user_id="u", content="hello"),
+                         thread_id="t1", new_thread=True, emotion=None, now=0.0)
+            records = session_records(state)
+            for key, document in ((state.session_id.encode(), marker_record(records)),
+                                  (f"{state.session_id}\x1f{records.slot}".encode(),
+                                   answer_record(records))):
+                acks.append(await producer.send(settings.changelog_topic, orjson.dumps(document),
+                                                key=key, partition=i % 4))
         await asyncio.gather(*acks)
     finally:
         await producer.stop()
@@ -118,6 +127,9 @@ async def test_restoring_a_thousand_sessions_is_bounded_and_measured(settings_fo
     print(f"\nrestored {sum(len(r.documents) for r in found.values())} sessions in {seconds:.3f} s")
     assert all(r.complete for r in found.values())
     assert sum(len(r.documents) for r in found.values()) == 1000
+    # In the order they were written (the latest last, so a full registry keeps those).
+    assert [header["key"][1] for header, _ in found[0].documents] == \
+        [f"c{i}" for i in range(0, 1000, 4)]
     assert seconds < settings.rebalance_timeout_seconds
 
 
@@ -151,13 +163,19 @@ async def test_events_waiting_at_assignment_see_their_restored_session(settings_
 
 async def test_a_changelog_written_by_version_2_members_and_then_this_one_restores(settings_for):
     """A rolling upgrade: a version 2 member wrote a session's message slot and its header
-    record, this version wrote the session's next answer as one slot record with the header.
-    The restore takes the header written last and both messages."""
+    record; this version, having restored the session from them, wrote the marker of a new
+    incarnation and the next answer's slot record with the header. The restore takes that
+    header and both messages."""
     import orjson
     from aiokafka import AIOKafkaProducer
 
     from schemas.events import ChatEvent
-    from stream.engine.session_documents import answer_record, from_records, session_records
+    from stream.engine.session_documents import (
+        answer_record,
+        from_records,
+        marker_record,
+        session_records,
+    )
 
     settings = settings_for(partitions=1)
     await ensure_topics(settings)
@@ -171,10 +189,14 @@ async def test_a_changelog_written_by_version_2_members_and_then_this_one_restor
         slot = f"{state.session_id}\x1f{records.slot}".encode()
         if n == 1:
             assert records.message is not None
+            state.changelog_incarnation = None  # version 2 knew none
+            header = {k: v for k, v in records.header.items() if k != "incarnation"}
             writes += [(slot, {**records.message, "version": 2}),
-                       (state.session_id.encode(), {**records.header, "version": 2})]
+                       (state.session_id.encode(), {**header, "version": 2})]
         else:
-            writes.append((slot, answer_record(records)))
+            assert records.opens
+            writes += [(state.session_id.encode(), marker_record(records)),
+                       (slot, answer_record(records))]
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     try:

@@ -26,6 +26,7 @@ def test_a_remembered_text_gives_what_a_fresh_one_gives(text: str) -> None:
 def test_long_texts_are_not_remembered() -> None:
     from processors.text import _remembered_tokens
 
+    _remembered_tokens.cache_clear()
     before = _remembered_tokens.cache_info().currsize
     tokenize("parcel " * _CACHED_TEXT_CHARS)
     assert _remembered_tokens.cache_info().currsize == before

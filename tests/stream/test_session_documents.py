@@ -14,7 +14,8 @@ from schemas.events import ChatEvent
 from stream.engine.session_documents import (
     answer_record,
     from_records,
-    latest_header,
+    marker_record,
+    restorable,
     session_records,
 )
 from stream.engine.sessions import SessionRegistry, SessionState
@@ -37,22 +38,35 @@ class ChangelogTopic:
         self.offset += 1
 
     def write(self, state: SessionState) -> None:
-        """What the changelog writes for an answer: one record, in the newest message's slot."""
+        """What the changelog writes for an answer: the record in the newest message's slot,
+        after the incarnation's marker when the answer opens it."""
         records = session_records(state)
+        if records.opens:
+            self.put(state.session_id, marker_record(records))
         self.put(f"{state.session_id}/{records.slot}", answer_record(records))
+
+    def drop(self, state: SessionState, history: int) -> None:
+        """The tombstones of a session that ended: the slots its window filled, its own key."""
+        for n in range(max(1, state.message_count - history + 1), state.message_count + 1):
+            self.latest.pop(f"{state.session_id}/{(n - 1) % history}", None)
+        self.latest.pop(state.session_id, None)
 
     def write_version_2(self, state: SessionState) -> None:
         """What a member of version 2 wrote: the message's slot, then a header record."""
         records = session_records(state)
+        state.changelog_incarnation = None  # version 2 knew none
         assert records.message is not None
+        header = {k: v for k, v in records.header.items() if k != "incarnation"}
         self.put(f"{state.session_id}/{records.slot}", {**records.message, "version": 2})
-        self.put(state.session_id, {**records.header, "version": 2})
+        self.put(state.session_id, {**header, "version": 2})
 
-    def restore(self, session_id: str, history: int) -> SessionState:
+    def restore(self, session_id: str, history: int) -> SessionState | None:
         slots = [v for k, v in self.latest.items() if k.startswith(f"{session_id}/")]
-        header = latest_header(self.latest.get(session_id), slots)
-        return from_records(header, [record for _, record in slots], now=99.0,
-                            history_size=history)
+        found = restorable(self.latest.get(session_id), slots)
+        if found is None:
+            return None
+        _, header, messages = found
+        return from_records(header, messages, now=99.0, history_size=history)
 
 
 def _record_all(state: SessionState, contents: list[str], emotions: list[float],
@@ -79,28 +93,42 @@ def test_the_records_of_every_answer_restore_the_same_session(contents, emotions
     if not contents:
         return
     restored = topic.restore(state.session_id, history)
+    assert restored is not None
     assert restored.snapshot() == state.snapshot()
     assert restored.key == state.key and restored.last_activity == 99.0
-    # A restored session writes the records the original would have.
-    assert orjson.dumps(session_records(restored).header) == \
-        orjson.dumps(session_records(state).header)
-    assert orjson.dumps(session_records(restored).message) == \
-        orjson.dumps(session_records(state).message)
+    # A restored session goes on with the same incarnation (a session restored from version 2
+    # records gets a new one) and writes the records the original would have.
+    if version_2_until < len(contents):
+        assert restored.changelog_incarnation == state.changelog_incarnation is not None
+    else:
+        assert restored.changelog_incarnation is None
+    again, original = session_records(restored), session_records(state)
+    assert again.opens == (version_2_until >= len(contents))
+    if not again.opens:
+        assert orjson.dumps(again.header) == orjson.dumps(original.header)
+    assert {**again.header, "incarnation": None} == {**original.header, "incarnation": None}
+    assert orjson.dumps(again.message) == orjson.dumps(original.message)
 
 
-@given(first=st.integers(1, 30), second=st.integers(1, 30), history=st.integers(1, 10))
-def test_slots_left_by_an_earlier_session_of_the_key_never_show(first, second, history):
-    """A session that ended (its slot tombstones lost) and started again: the new session's
-    window holds its own messages only."""
+@given(first=st.integers(1, 30), second=st.integers(1, 30), history=st.integers(1, 10),
+       later_history=st.integers(1, 10))
+def test_slots_left_by_another_life_of_the_key_never_show(first, second, history,
+                                                          later_history):
+    """A session that ended (its tombstones lost) or started over without reading the
+    changelog (its restore timed out, or the window changed), on top of every slot of an
+    earlier life of its key: restored, it is the new life as it was; ended in turn (its
+    tombstones cover its own window), nothing of either comes back."""
     topic = ChangelogTopic()
     start = datetime(2026, 1, 1, tzinfo=UTC)
     earlier = SessionState.new(("b", "c", "u"), 0.0, history)
     _record_all(earlier, [f"old {i}" for i in range(first)], [], topic, start)
-    later = SessionState.new(("b", "c", "u"), 0.0, history)
+    later = SessionState.new(("b", "c", "u"), 0.0, later_history)
     _record_all(later, [f"new {i}" for i in range(second)], [], topic, start)
-    restored = topic.restore(later.session_id, history)
-    assert restored.snapshot() == later.snapshot()
+    restored = topic.restore(later.session_id, later_history)
+    assert restored is not None and restored.snapshot() == later.snapshot()
     assert all(m.content.startswith("new") for m in restored.recent_messages)
+    topic.drop(later, later_history)
+    assert topic.restore(later.session_id, later_history) is None
 
 
 def test_a_whole_session_document_of_version_1_is_still_read():
