@@ -225,3 +225,30 @@ async def test_stop_still_runs_queued_work_while_it_drains():
     results = await asyncio.gather(*pending, return_exceptions=True)
     assert [type(r).__name__ for r in results] == ["ResponseEvent"] * 20
     assert time.monotonic() - started < 2.0  # drained, not timed out
+
+
+async def test_an_idle_start_respects_the_in_flight_bound_and_the_ready_order():
+    """With one event in flight at most: a1 starts at once (idle scheduler), a2 queues behind it
+    in its session, b1 (another session, idle) must not start beside a1 and, ready since before
+    a2, runs next; then a2. Events of an idle scheduler skip its queue, never its rules."""
+    processor = SleepyProcessor(0.05)
+    manager = await _manager(processor, max_in_flight=1, max_concurrent_sessions=10)
+    sends = [("a", "a1"), ("a", "a2"), ("b", "b1")]
+    most_at_once = 0
+
+    def watch() -> None:
+        nonlocal most_at_once
+        most_at_once = max(most_at_once, sum(processor.active.values()))
+        if len(processor.started) < len(sends) or sum(processor.active.values()):
+            asyncio.get_running_loop().call_soon(watch)
+
+    asyncio.get_running_loop().call_soon(watch)
+    responses = await asyncio.gather(*(
+        manager.process_conversation_message(user_id=user, channel_id="c", content=event_id,
+                                             bot_id="b", event_id=event_id)
+        for user, event_id in sends))
+    await manager.stop()
+    assert processor.started == ["a1", "b1", "a2"]
+    assert most_at_once == 1
+    assert all(not r.degraded for r in responses)
+    assert responses[1].analysis["sleepy"].data["history"] == ["a1"]
