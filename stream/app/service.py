@@ -11,7 +11,8 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -22,10 +23,12 @@ from stream.kafka.member import StreamRunner
 from stream.observability.metrics import LatencyMetrics
 from stream.settings import EventLoopChoice, Settings
 
-__all__ = ["Service", "install_stop_signals", "loop_factory", "run_member", "run_service",
-           "tune_garbage_collector"]
+__all__ = ["Service", "install_stop_signals", "loop_factory", "run_member", "run_on_loop",
+           "run_service", "tune_garbage_collector"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def tune_garbage_collector(young_threshold: int) -> None:
@@ -45,8 +48,13 @@ def tune_garbage_collector(young_threshold: int) -> None:
 def run_member(settings: Settings) -> None:
     """Run one member process to its end, on the event loop ``settings.event_loop`` names."""
     tune_garbage_collector(settings.gc_young_threshold)
-    with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
-        runner.run(run_service(settings))
+    run_on_loop(run_service(settings), settings.event_loop)
+
+
+def run_on_loop(main: Coroutine[Any, Any, T], choice: EventLoopChoice) -> T:
+    """``asyncio.run(main)`` on the chosen event loop (``loop_factory``)."""
+    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+        return runner.run(main)
 
 
 def loop_factory(choice: EventLoopChoice) -> Callable[[], asyncio.AbstractEventLoop] | None:

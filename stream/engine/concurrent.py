@@ -143,23 +143,21 @@ class ConcurrentConversationManager:
         if state is None:
             self._waiting.push(item.session_key, item.priority, item)
         elif not self._pumping and self._scheduler.start_now(item.session_key):
-            if item.partition is not None:
-                state.partition = item.partition
-            self._pumping = True
-            try:
-                self._start(item)
-            finally:
-                self._pumping = False
-            self._pump()  # what finished during the start may have made others ready
+            self._place(state, item)
+            self._pump(started=item)
         else:
             self._enqueue(state, item, now)
             self._pump()
         return item
 
     def _enqueue(self, state: SessionState, item: WorkItem, now: float) -> None:
+        self._place(state, item)
+        self._scheduler.push(item.session_key, item.priority, item, now)
+
+    @staticmethod
+    def _place(state: SessionState, item: WorkItem) -> None:
         if item.partition is not None:
             state.partition = item.partition
-        self._scheduler.push(item.session_key, item.priority, item, now)
 
     def _admit_waiting(self) -> None:
         """Give free session slots to waiting sessions, the most urgent first (``WaitingLine``)."""
@@ -176,22 +174,25 @@ class ConcurrentConversationManager:
     def _is_busy(self, key: SessionKey) -> bool:
         return not self._scheduler.is_idle(key)
 
-    def _pump(self) -> None:
-        """Start every event the scheduler lets go: as a task, or, when no step of the
-        pipeline can suspend (``never_waits``), at once on this stack (``start_eagerly``), so
-        the event is answered here. An event finishing inside this loop calls ``_pump``
-        again; that call returns and this loop goes on, so the stack never deepens."""
+    def _pump(self, started: WorkItem | None = None) -> None:
+        """Start ``started`` (an item the scheduler already marked in flight), then every event
+        the scheduler lets go: as a task, or, when no step of the pipeline can suspend
+        (``never_waits``), at once on this stack (``start_eagerly``), so the event is answered
+        here. An event finishing inside this loop calls ``_pump`` again; that call returns and
+        this loop goes on, so the stack never deepens."""
         if self._pumping:
             return
         self._pumping = True
         try:
+            if started is not None:
+                self._start(started)
             while (ready := self._scheduler.pop_ready(self._clock())) is not None:
                 self._start(ready[1])
         finally:
             self._pumping = False
 
     def _start(self, item: WorkItem) -> None:
-        """Run an item the scheduler marked in flight: on this stack or as a task (``_pump``)."""
+        """Run an item the scheduler marked in flight: on this stack or as a task."""
         try:
             task = start_eagerly(self._run(item)) if self._eager \
                 else asyncio.create_task(self._run(item))

@@ -94,7 +94,7 @@ class PriorityScheduler(Generic[T]):
         self._depth = [0] * len(_LEVELS)
         self._seq = itertools.count()
 
-    # --- the calls of the hot path ---------------------------------------------------
+    # --- the calls of the hot path ---------------------------------------------------------
 
     def push(self, session_key: Hashable, priority: Priority, item: T, now: float) -> None:
         """Queue ``item`` at the end of the session's lane. Never blocks, never drops.

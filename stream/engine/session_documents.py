@@ -116,24 +116,28 @@ def restorable(own: tuple[int, Any] | None, slots: Iterable[tuple[int, Any]]
     offset, document = own
     written = list(slots)
     if document.get("version") != DOCUMENT_VERSION:  # a header of version 1 or 2
-        return offset, document, [record for _, record in written
-                                  if not _of_another_life(record, None)]
-    incarnation = document.get("incarnation")
-    ours = [(at, record) for at, record in written if not _of_another_life(record, incarnation)]
+        return offset, document, [record for _, record in written if _of_life(record, None)]
+    ours = [(at, record) for at, record in written
+            if _of_life(record, document.get("incarnation"))]
     headers = [(at, record["header"]) for at, record in ours
-               if record.get("version") == DOCUMENT_VERSION]
+               if record["version"] == DOCUMENT_VERSION]
     if not headers:
         return None
     at, header = max(headers, key=lambda found: found[0])
     return at, header, [record for _, record in ours]
 
 
-def _of_another_life(record: Any, incarnation: str | None) -> bool:
-    """A version 3 slot whose header names another incarnation (version 2 slots name none)."""
-    if not isinstance(record, dict) or record.get("version") != DOCUMENT_VERSION:
+def _of_life(record: Any, incarnation: str | None) -> bool:
+    """A slot record of the life ``incarnation`` names: a version 3 slot whose header names it,
+    or a version 2 slot (which names none; the window keeps only the life's own). A value
+    that is not a JSON object is no slot at all; an object of another shape is left to
+    ``from_records`` to refuse."""
+    if not isinstance(record, dict):
         return False
+    if record.get("version") != DOCUMENT_VERSION:
+        return True
     header = record.get("header")
-    return not isinstance(header, dict) or header.get("incarnation") != incarnation
+    return isinstance(header, dict) and header.get("incarnation") == incarnation
 
 
 def from_records(header: Any, messages: Iterable[Any], now: float,

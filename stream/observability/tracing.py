@@ -17,7 +17,7 @@ import asyncio
 import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -282,12 +282,22 @@ class ProcessorSpans:
         span.end(end_time=end)
 
 
-@contextmanager
-def traced(item: WorkItem, waited_s: float) -> Iterator[None]:
+_UNTRACED: AbstractContextManager[None] = nullcontext()
+
+
+def traced(item: WorkItem, waited_s: float) -> AbstractContextManager[None]:
     """Run the pipeline of ``item`` inside its process span (if it has one), so processor spans
-    nest under it. The span is not ended here: the engine's sink ends it, answered or not."""
+    nest under it. The span is not ended here: the engine's sink ends it, answered or not.
+    Without a span: a shared context that does nothing (no generator per event)."""
     span: Span | None = item.trace
-    if span is None or not span.is_recording():
+    if span is None:
+        return _UNTRACED
+    return _in_span(span, waited_s)
+
+
+@contextmanager
+def _in_span(span: Span, waited_s: float) -> Iterator[None]:
+    if not span.is_recording():
         yield
         return
     record_queue_wait(span, waited_s)

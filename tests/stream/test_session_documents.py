@@ -131,6 +131,16 @@ def test_slots_left_by_another_life_of_the_key_never_show(first, second, history
     assert topic.restore(later.session_id, later_history) is None
 
 
+def test_a_slot_that_is_not_a_json_object_is_skipped_not_fatal():
+    """A corrupt slot value (valid JSON, not an object) costs that record, not the restore."""
+    state = SessionState.new(("b", "c", "u"), 0.0, 5)
+    topic = ChangelogTopic()
+    _record_all(state, ["first", "second"], [], topic, datetime(2026, 1, 1, tzinfo=UTC))
+    topic.put(f"{state.session_id}/4", [1, 2])
+    restored = topic.restore(state.session_id, 5)
+    assert restored is not None and restored.snapshot() == state.snapshot()
+
+
 def test_a_whole_session_document_of_version_1_is_still_read():
     at = datetime(2026, 1, 1, tzinfo=UTC)
     document = {"version": 1, "key": ["b", "c", "u"], "message_count": 7,

@@ -14,7 +14,7 @@ import signal
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from stream.app.service import loop_factory
+from stream.app.service import run_on_loop
 from stream.kafka.config import consumer_config, producer_config
 from stream.settings import load_settings
 
@@ -49,5 +49,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     # On the members' event loop (CHATSTREAM_EVENT_LOOP), so the two are compared like for like.
-    with asyncio.Runner(loop_factory=loop_factory(load_settings().event_loop)) as runner:
-        runner.run(main())
+    run_on_loop(main(), load_settings().event_loop)
