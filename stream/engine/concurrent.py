@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Collection, Hashable, Iterable
@@ -193,11 +194,17 @@ class ConcurrentConversationManager:
 
     def _start(self, item: WorkItem) -> None:
         """Run an item the scheduler marked in flight: on this stack or as a task."""
+        run = self._run(item)
         try:
-            task = start_eagerly(self._run(item)) if self._eager \
-                else asyncio.create_task(self._run(item))
-        except Exception:  # _run routes every failure to the sink: this is a bug
+            task = start_eagerly(run) if self._eager else asyncio.create_task(run)
+        except Exception as error:  # _run routes every failure to the sink: this is a bug
             log.exception("event %s could not be run", item.event.event_id)
+            if inspect.getcoroutinestate(run) == inspect.CORO_CREATED:
+                # It never ran, so nothing heard of it: fail it (its offset stays uncommitted)
+                # and free its session's lane for the session's next event.
+                run.close()
+                self._sink.failed(item, error)
+                self._scheduler.complete(item.session_key, self._clock())
             return
         if task is not None:
             self._running.add(task)
@@ -211,6 +218,13 @@ class ConcurrentConversationManager:
             if state is None:  # busy sessions are never evicted, so this is a bug, not load
                 self._sink.failed(item, RuntimeError(f"session {item.session_id} vanished"))
                 return
+            try:
+                snapshot = state.snapshot()
+            except Exception as error:  # a bug too; the sink must still hear of the event
+                log.exception("session %s of event %s could not be read", item.session_id,
+                              item.event.event_id)
+                self._sink.failed(item, error)
+                return
 
             def record(response: ResponseEvent, now: float) -> None:
                 update = self._pipeline.session_update(response.analysis)
@@ -219,7 +233,7 @@ class ConcurrentConversationManager:
                 if self._session_log is not None:
                     item.session_state = session_records(state)
 
-            response = await answer(item, state.snapshot(), self._pipeline.run, self._sink,
+            response = await answer(item, snapshot, self._pipeline.run, self._sink,
                                     self._clock, record)
             if response is not None:
                 self._served.add(item.priority, item.admitted_at, response, self._clock())

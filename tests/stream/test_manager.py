@@ -252,3 +252,64 @@ async def test_an_idle_start_respects_the_in_flight_bound_and_the_ready_order():
     assert most_at_once == 1
     assert all(not r.degraded for r in responses)
     assert responses[1].analysis["sleepy"].data["history"] == ["a1"]
+
+
+async def test_an_event_whose_session_cannot_be_read_fails_alone(monkeypatch):
+    """A failure before the pipeline (reading the session's snapshot) still reaches the sink:
+    the event's caller hears the error, the session's lane is freed, and its next event is
+    answered with the history it had."""
+    from stream.engine.sessions import SessionState
+
+    real_snapshot = SessionState.snapshot
+    calls = 0
+
+    def snapshot_failing_once(self: SessionState) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("unreadable session")
+        return real_snapshot(self)
+
+    monkeypatch.setattr(SessionState, "snapshot", snapshot_failing_once)
+    processor = SleepyProcessor(0.0)
+    manager = await _manager(processor, max_in_flight=4)
+    async with asyncio.timeout(10):  # an event nothing hears of would hang here
+        results = await asyncio.gather(*(
+            manager.process_conversation_message(user_id="u", channel_id="c", content=event_id,
+                                                 bot_id="b", event_id=event_id)
+            for event_id in ("m1", "m2", "m3")), return_exceptions=True)
+    assert manager.engine.buffered == 0
+    await manager.stop()
+    assert [type(r).__name__ for r in results] == ["ResponseEvent", "RuntimeError",
+                                                    "ResponseEvent"]
+    assert results[2].analysis["sleepy"].data["history"] == ["m1"]
+
+
+async def test_an_event_that_cannot_be_started_fails_and_frees_its_session(monkeypatch):
+    """When the event's task cannot even be created, nothing else would hear of the event: the
+    engine fails it itself and the session's next event still runs."""
+    import stream.engine.concurrent as concurrent
+
+    processor = SleepyProcessor(0.0)
+    manager = await _manager(processor, max_in_flight=4)
+    real_create_task = asyncio.create_task
+    refused: list[str] = []
+
+    def create_task_refusing_m1(coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        if not refused and getattr(coro, "__qualname__", "").endswith("._run"):
+            refused.append("m1")
+            raise RuntimeError("no task today")
+        return real_create_task(coro, **kwargs)
+
+    monkeypatch.setattr(concurrent.asyncio, "create_task", create_task_refusing_m1)
+    async with asyncio.timeout(10):  # an event nothing hears of would hang here
+        results = await asyncio.gather(*(
+            manager.process_conversation_message(user_id="u", channel_id="c", content=event_id,
+                                                 bot_id="b", event_id=event_id)
+            for event_id in ("m1", "m2")), return_exceptions=True)
+    monkeypatch.undo()
+    assert manager.engine.buffered == 0
+    await manager.stop()
+    assert refused == ["m1"]
+    assert [type(r).__name__ for r in results] == ["RuntimeError", "ResponseEvent"]
+    assert processor.started == ["m2"]
