@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ async def test_a_step_that_never_suspends_arms_no_timer():
     """A step finishing in its first run returns its value; the deadline was never armed."""
     deadline = Deadline(0.01)
     assert await within(finishes_at_once(), deadline) == "done"
-    assert deadline._scope is None and not deadline.expired()
+    assert not deadline.armed and not deadline.expired()
 
 
 async def test_a_suspending_step_returns_its_value_within_the_deadline():
@@ -85,3 +86,111 @@ async def test_cancelling_the_caller_cancels_the_step():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert reached.is_set()
+
+
+async def test_deadlines_of_many_steps_share_one_timer_and_each_keeps_its_own_time():
+    """Steps of different timeouts, armed in any order: each step that never ends times out no
+    earlier than its own timeout (less the loop's millisecond), a shorter timeout armed after a
+    longer one included; each step released in time returns its value."""
+    loop = asyncio.get_running_loop()
+    release = asyncio.Event()
+
+    async def never_ends() -> str:
+        await asyncio.Event().wait()
+        return "unreachable"
+
+    async def ends_on_release() -> str:
+        await release.wait()
+        return "released"
+
+    async def timed(step: Any, timeout_s: float) -> tuple[str, float, float]:
+        started = loop.time()
+        try:
+            value = await within(step, Deadline(timeout_s))
+        except TimeoutError:
+            value = "timeout"
+        return value, timeout_s, loop.time() - started
+
+    hanging = [0.2, 0.05, 0.12, 0.02, 0.08, 0.05]
+    runs = [asyncio.create_task(timed(never_ends(), t)) for t in hanging]
+    runs += [asyncio.create_task(timed(ends_on_release(), 5.0)) for _ in range(3)]
+    runs += [asyncio.create_task(timed(ends_on_release(), 0.3)) for _ in range(3)]
+    await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.gather(*runs)
+    for value, timeout_s, waited_s in results[:len(hanging)]:
+        assert value == "timeout"
+        assert waited_s >= timeout_s - 0.001
+    assert [value for value, _, _ in results[len(hanging):]] == ["released"] * 6
+
+
+async def test_a_cancellation_of_the_caller_is_not_turned_into_a_timeout():
+    """When the task is cancelled by its owner as well as by the deadline, the cancellation
+    goes on as CancelledError (a stopping engine must stop), as asyncio.timeout does."""
+    fired = asyncio.Event()
+
+    async def cleans_up_slowly() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            fired.set()  # the deadline's cancellation arrived; the owner's comes meanwhile
+            await asyncio.sleep(10)
+            raise
+
+    deadline = Deadline(0.01)
+    task = asyncio.create_task(within(cleans_up_slowly(), deadline))
+    await fired.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert deadline.expired()
+
+
+async def test_a_step_that_swallows_the_cancellation_keeps_its_value_and_clears_it():
+    """A step may catch the cancellation and return: its value comes back, the deadline says it
+    expired, and the task is left with no cancellation pending."""
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return "kept"
+        return "slept"
+
+    deadline = Deadline(0.01)
+    assert await within(stubborn(), deadline) == "kept"
+    task = asyncio.current_task()
+    assert deadline.expired() and task is not None and task.cancelling() == 0
+
+
+async def test_an_ended_deadline_holds_no_reference_to_its_task():
+    """Ended deadlines wait in their line until the timer passes them; they must not keep the
+    finished tasks (and what their steps returned) alive meanwhile."""
+    import gc
+    import weakref
+
+    deadline = Deadline(30)
+    task = asyncio.create_task(within(sleeps(0.001), deadline))
+    assert await task == "slept"
+    await asyncio.sleep(0)  # the loop's wake-up of this test's task holds the task until then
+    gone = weakref.ref(task)
+    del task
+    gc.collect()
+    assert gone() is None and deadline.armed and not deadline.expired()
+
+
+async def test_a_shorter_deadline_armed_later_is_not_held_back_by_a_longer_one():
+    """The shared timer moves earlier for a deadline due before the one it waits for: a 20 ms
+    deadline armed after a 3 s one fires long before 3 s."""
+    async def never_ends() -> None:
+        await asyncio.Event().wait()
+
+    long_wait = asyncio.create_task(within(never_ends(), Deadline(3.0)))
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await within(never_ends(), Deadline(0.02))
+    assert loop.time() - started < 1.5  # the 3 s timer would have held it past 2.9 s
+    long_wait.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await long_wait
