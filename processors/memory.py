@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from processors.base import ExecutionKind, Stage
@@ -13,6 +14,7 @@ from processors.text import term_counts
 from schemas.context import HistoryMessage, ProcessorContext
 
 SNIPPET_CHARS = 200
+_score_then_position = itemgetter(0, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,32 +88,35 @@ def rank(index: SessionIndex, query: str, top_k: int, min_score: float) -> list[
     query_vector = index.vector(term_counts(query))
     if not query_vector:
         return []
-    # Each term's idf once, not once per document holding it; a document sharing no term with
-    # the query scores 0 and is not weighed at all.
     # ``cosine``'s arithmetic in its order (the same floats), without building each document's
-    # vector or summing the query's norm again for every document.
+    # vector, summing the query's norm again for every document, or computing a term's idf once
+    # per document holding it. A document sharing no term with the query scores 0 unweighed.
+    # The dot product adds only the shared terms: adding 0.0 never changes a float sum.
     count = len(index.docs)
-    idf = {term: math.log((1 + count) / (1 + df)) + 1.0 for term, df in index.doc_freq.items()}
-    query_norm = math.sqrt(sum(w * w for w in query_vector.values()))
+    log = math.log
+    idf = {term: log((1 + count) / (1 + df)) + 1.0 for term, df in index.doc_freq.items()}
+    query_norm = math.sqrt(sum([w * w for w in query_vector.values()]))
+    query_terms = query_vector.keys()
+    query_size = len(query_vector)
+    sqrt = math.sqrt
     scored = []
     for position, doc in enumerate(index.docs):
         counts = doc.counts
-        if query_vector.keys().isdisjoint(counts):
+        if query_terms.isdisjoint(counts):
             score = 0.0
         else:
-            weights = [(t, tf * idf[t]) for t, tf in counts.items()]
-            doc_norm = math.sqrt(sum(w * w for _, w in weights))
-            if len(query_vector) > len(counts):  # cosine iterates the shorter vector
-                dot = sum(w * query_vector.get(t, 0.0) for t, w in weights)
+            weights = {t: tf * idf[t] for t, tf in counts.items()}
+            doc_norm = sqrt(sum([w * w for w in weights.values()]))
+            if query_size > len(counts):  # cosine iterates the shorter vector
+                dot = sum([w * query_vector[t] for t, w in weights.items() if t in query_vector])
                 norms = doc_norm * query_norm
             else:
-                dot = sum(w * (counts[t] * idf[t] if t in counts else 0.0)
-                          for t, w in query_vector.items())
+                dot = sum([w * weights[t] for t, w in query_vector.items() if t in weights])
                 norms = query_norm * doc_norm
             score = dot / norms if norms else 0.0
         if score >= min_score:
             scored.append((score, position, doc))
-    scored.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    scored.sort(key=_score_then_position, reverse=True)
     return [
         {"event_id": doc.event_id, "content": doc.content[:SNIPPET_CHARS], "score": round(s, 4)}
         for s, _, doc in scored[:top_k]
