@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from processors.base import (
     UpdatesSession,
 )
 from processors.deadline import Deadline, within
+from processors.eager import Resumed
 from processors.observers import NullObserver, PipelineObserver
 from processors.outcomes import StepStats, as_json, describe_error
 from processors.reply import REPLY_KEY
@@ -44,7 +46,17 @@ class _Attempts:
     open: bool = False  # an attempt started and has not reported to the observer yet
 
 
+@dataclass(slots=True)
+class _Suspended:
+    """An ASYNC step's first attempt, run up to its first suspension."""
 
+    step: Coroutine[Any, Any, Any]
+    first: Any  # what it suspended on
+    started: float
+
+
+async def _awaiting(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable  # an awaitable that is not a native coroutine, as a coroutine
 
 
 def _outcome(status: ProcessorStatus, data: dict[str, Any], error: str | None, attempts: int,
@@ -177,35 +189,59 @@ class ProcessorPipeline:
         stats = self._stats[processor.name]
         breaker = self._breakers[processor.name]
         stats.calls += 1
-        if resilient and not breaker.allow(self._clock()):
+        # A quiet breaker (closed, no failure streak) allows every call and ignores a success:
+        # the clock is read only when the breaker has something to decide.
+        if resilient and not breaker.quiet and not breaker.allow(self._clock()):
             outcome = ProcessorOutcome(
                 status=ProcessorStatus.SKIPPED, error="circuit open", attempts=0
             )
         else:
-            if processor.kind is ExecutionKind.INLINE:
-                found = self._inline(processor, context, resilient)
-                outcome = found if isinstance(found, ProcessorOutcome) else \
-                    await self._execute(processor, context, resilient, first_error=found)
+            kind = processor.kind
+            if kind is ExecutionKind.INLINE or kind is ExecutionKind.ASYNC:
+                found = self._first_attempt(processor, context, resilient)
+                if isinstance(found, ProcessorOutcome):
+                    outcome = found
+                elif isinstance(found, _Suspended):
+                    outcome = await self._execute(processor, context, resilient, suspended=found)
+                else:
+                    outcome = await self._execute(processor, context, resilient,
+                                                  first_error=found)
             else:
                 outcome = await self._execute(processor, context, resilient)
             if resilient and outcome.status is ProcessorStatus.OK:
-                breaker.record_success(self._clock())
+                if not breaker.quiet:
+                    breaker.record_success(self._clock())
             elif resilient:
                 breaker.record_failure(self._clock())
         stats.count(outcome)
-        self._notify("on_outcome", processor.name, outcome)
+        if self._observer is not None:
+            self._notify("on_outcome", processor.name, outcome)
         return outcome
 
-    def _inline(self, processor: Processor, context: ProcessorContext,
-                resilient: bool) -> ProcessorOutcome | Exception:
-        """An INLINE step's first attempt, with no coroutine and no deadline (it runs to its
-        end on the loop whatever a deadline says): its outcome, or the transient error that
-        ``_execute`` retries (``first_error``)."""
+    def _first_attempt(self, processor: Processor, context: ProcessorContext,
+                       resilient: bool) -> ProcessorOutcome | _Suspended | Exception:
+        """An INLINE or ASYNC step's first attempt, run here with no coroutine of the
+        pipeline's own and no deadline: its outcome when it ended without suspending (an
+        INLINE step always does: it runs to its end on the loop whatever a deadline says), the
+        suspended step for ``_execute`` to await under its deadline, or the transient error
+        that ``_execute`` retries (``first_error``)."""
         started = time.perf_counter()
         attempts = _Attempts(1, True)
         status, data, error = ProcessorStatus.OK, {}, None
         try:
-            data = self._checked(processor, processor.process(context), attempts)
+            if processor.kind is ExecutionKind.INLINE:
+                found = processor.process(context)
+            else:
+                awaitable = processor.process(context)
+                step = awaitable if inspect.iscoroutine(awaitable) \
+                    else _awaiting(awaitable)  # type: ignore[arg-type]
+                try:
+                    suspended_on = step.send(None)
+                except StopIteration as done:
+                    found = done.value
+                else:
+                    return _Suspended(step, suspended_on, started)
+            data = self._checked(processor, found, attempts)
         except Exception as exc:
             if resilient and self._retry.retries >= 1 and isinstance(
                     exc, TransientProcessorError):
@@ -217,15 +253,15 @@ class ProcessorPipeline:
 
     async def _execute(
         self, processor: Processor, context: ProcessorContext, resilient: bool,
-        first_error: Exception | None = None,
+        first_error: Exception | None = None, suspended: _Suspended | None = None,
     ) -> ProcessorOutcome:
-        started = time.perf_counter()
+        started = suspended.started if suspended is not None else time.perf_counter()
         attempts = _Attempts()
         deadline = Deadline(processor.timeout_s)
         status, data, error = ProcessorStatus.OK, {}, None
         try:
             data = await within(self._attempts(processor, context, attempts, resilient,
-                                               first_error), deadline)
+                                               first_error, suspended), deadline)
         except TimeoutError as exc:
             # Only our own deadline is a timeout; a TimeoutError raised by the step is a failure.
             expired = deadline.expired()
@@ -239,21 +275,19 @@ class ProcessorPipeline:
 
     async def _attempts(self, processor: Processor, context: ProcessorContext,
                         attempts: _Attempts, resilient: bool,
-                        first_error: Exception | None = None) -> dict[str, Any]:
-        """The step's data: a first attempt (or ``first_error``, when it already ran and
-        failed), then (resilient only) the retries of a transient failure. The retry machinery
-        is built only once an attempt failed, and the first attempt of an ASYNC or INLINE step
-        runs here, with no coroutine of its own."""
+                        first_error: Exception | None = None,
+                        suspended: _Suspended | None = None) -> dict[str, Any]:
+        """The step's data: a first attempt (``first_error`` when an INLINE or ASYNC step's
+        first attempt already failed, the rest of ``suspended`` when one started and waits),
+        then (resilient only) the retries of a transient failure. The retry machinery is built
+        only once an attempt failed."""
         started = time.monotonic()
         attempts.count, attempts.open = 1, True
         try:
             if first_error is not None:
                 raise first_error
-            kind = processor.kind
-            if kind is ExecutionKind.INLINE:
-                data = processor.process(context)
-            elif kind is ExecutionKind.ASYNC:
-                data = await processor.process(context)  # type: ignore[misc]
+            if suspended is not None:
+                data = await Resumed(suspended.step, suspended.first)
             else:
                 data = await self._invoke(processor, context)
             data = self._checked(processor, data, attempts)
@@ -295,7 +329,8 @@ class ProcessorPipeline:
             self._notify("on_attempt", processor.name, attempts.count, exc)
             raise
         attempts.open = False
-        self._notify("on_attempt", processor.name, attempts.count, None)
+        if self._observer is not None:
+            self._notify("on_attempt", processor.name, attempts.count, None)
         return data
 
     async def _invoke(self, processor: Processor, context: ProcessorContext) -> Any:

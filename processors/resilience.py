@@ -45,6 +45,12 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._trial_started: float | None = None
 
+    @property
+    def quiet(self) -> bool:
+        """Closed with no failure streak: ``allow`` is True at any time and ``record_success``
+        changes nothing, so a caller may skip both (and reading the clock for them)."""
+        return self._opened_at is None and self.consecutive_failures == 0
+
     def state(self, now: float) -> BreakerState:
         """The state at ``now``; open turns half-open by itself once the cool-down has passed."""
         if self._opened_at is None:

@@ -226,6 +226,7 @@ async def test_transient_failure_then_success_counts_two_attempts(build, make_co
         make_context("hi"))
     assert degraded == []
     assert (outcomes["flaky"].status, outcomes["flaky"].attempts) == (ProcessorStatus.OK, 2)
+    assert outcomes["flaky"].data == {"calls": 2}  # the failed first attempt ran once
     assert observer.attempts == [("flaky", 1, "TransientProcessorError"), ("flaky", 2, None)]
     assert observer.outcomes["flaky"] == outcomes["flaky"]
 
@@ -414,3 +415,32 @@ async def test_from_settings_warms_up_and_close_shuts_pools(make_context):
     _, outcomes, _ = await pipeline.run(make_context("hi"))
     assert outcomes["where"].status is ProcessorStatus.FAILED
     assert "shutdown" in (outcomes["where"].error or "")
+
+
+@dataclass
+class AwaitsAFuture:
+    """An ASYNC step whose ``process`` returns an awaitable that is not a coroutine."""
+
+    name: str = "future"
+    kind: ExecutionKind = ExecutionKind.ASYNC
+    stage: Stage = Stage.ANALYSIS
+    timeout_s: float = 0.2
+    resolve_after_s: float | None = 0.01
+
+    def process(self, context: ProcessorContext) -> asyncio.Future[dict[str, Any]]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        if self.resolve_after_s is not None:
+            asyncio.get_running_loop().call_later(self.resolve_after_s, future.set_result,
+                                                  {"resolved": True})
+        return future
+
+
+async def test_an_async_step_may_return_any_awaitable(build, make_context):
+    """A step returning a future rather than a coroutine is awaited as one: its value when it
+    resolves in time, a timeout when it does not."""
+    _, outcomes, degraded = await build(
+        AwaitsAFuture(), AwaitsAFuture(name="never", resolve_after_s=None)).run(
+        make_context("hi"))
+    assert outcomes["future"].status is ProcessorStatus.OK
+    assert outcomes["future"].data == {"resolved": True}
+    assert outcomes["never"].status is ProcessorStatus.TIMEOUT and degraded == ["never"]

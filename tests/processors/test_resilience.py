@@ -111,6 +111,31 @@ def test_never_allows_while_open_before_cool_down(ops, threshold, cooldown):
             assert breaker.state(now) is BreakerState.OPEN
 
 
+@given(operations, st.integers(1, 4), st.floats(0.5, 10))
+def test_a_quiet_breaker_allows_and_ignores_a_success(ops, threshold, cooldown):
+    """Property: whenever ``quiet`` holds, ``allow`` is True and ``record_success`` changes
+    nothing (callers skip both); it holds exactly when closed with no failure streak."""
+    import copy
+
+    breaker = CircuitBreaker(threshold, cooldown)
+    now = 0.0
+    for step, op in ops:
+        now += step
+        assert breaker.quiet == (breaker.state(now) is BreakerState.CLOSED
+                                 and breaker.consecutive_failures == 0)
+        if breaker.quiet:
+            probe = copy.copy(breaker)
+            assert probe.allow(now) and vars(probe) == vars(breaker)
+            probe.record_success(now)
+            assert vars(probe) == vars(breaker)
+        if op == "allow":
+            breaker.allow(now)
+        elif op == "ok":
+            breaker.record_success(now)
+        else:
+            breaker.record_failure(now)
+
+
 class Recorder:
     def __init__(self) -> None:
         self.sleeps: list[float] = []
