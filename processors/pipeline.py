@@ -158,14 +158,21 @@ class ProcessorPipeline:
             found.update(zip((p.name for p in waiting), await gathered, strict=True))
             outcomes = {p.name: found[p.name] for p in analysis_steps}
         else:  # at most one step waits: no gather, no task per step
-            outcomes = {p.name: await self._step(p, context, resilient) for p in analysis_steps}
+            outcomes = {}
+            for processor in analysis_steps:
+                outcome = self._try_step(processor, context, resilient)
+                if not isinstance(outcome, ProcessorOutcome):
+                    outcome = await self._finish_step(processor, context, resilient, outcome)
+                outcomes[processor.name] = outcome
         analysis = {n: o.data for n, o in outcomes.items() if o.status is ProcessorStatus.OK}
         # Built directly: dataclasses.replace walks the fields on every event.
         compose_context = ProcessorContext(event=context.event, session=context.session,
                                            analysis=analysis)
         reply: str | None = None
         for processor in self._compose:  # in order: a later composer may override the reply
-            outcome = await self._step(processor, compose_context, resilient)
+            outcome = self._try_step(processor, compose_context, resilient)
+            if not isinstance(outcome, ProcessorOutcome):
+                outcome = await self._finish_step(processor, compose_context, resilient, outcome)
             outcomes[processor.name] = outcome
             text = outcome.data.get(REPLY_KEY)
             if outcome.status is ProcessorStatus.OK and isinstance(text, str):
@@ -186,34 +193,52 @@ class ProcessorPipeline:
     async def _step(
         self, processor: Processor, context: ProcessorContext, resilient: bool
     ) -> ProcessorOutcome:
-        stats = self._stats[processor.name]
+        outcome = self._try_step(processor, context, resilient)
+        if isinstance(outcome, ProcessorOutcome):
+            return outcome
+        return await self._finish_step(processor, context, resilient, outcome)
+
+    def _try_step(self, processor: Processor, context: ProcessorContext, resilient: bool
+                  ) -> ProcessorOutcome | _Suspended | Exception | None:
+        """The step's outcome, counted and reported, when it is known without waiting: its
+        breaker is open, or an INLINE or ASYNC step's first attempt ended. Otherwise what
+        ``_finish_step`` goes on from (see ``_first_attempt``; None: nothing ran yet)."""
+        self._stats[processor.name].calls += 1
         breaker = self._breakers[processor.name]
-        stats.calls += 1
         # A quiet breaker (closed, no failure streak) allows every call and ignores a success:
         # the clock is read only when the breaker has something to decide.
         if resilient and not breaker.quiet and not breaker.allow(self._clock()):
-            outcome = ProcessorOutcome(
-                status=ProcessorStatus.SKIPPED, error="circuit open", attempts=0
-            )
+            return self._settled(processor, ProcessorOutcome(
+                status=ProcessorStatus.SKIPPED, error="circuit open", attempts=0), None)
+        kind = processor.kind
+        if kind is not ExecutionKind.INLINE and kind is not ExecutionKind.ASYNC:
+            return None
+        found = self._first_attempt(processor, context, resilient)
+        if isinstance(found, ProcessorOutcome):
+            return self._settled(processor, found, breaker if resilient else None)
+        return found
+
+    async def _finish_step(self, processor: Processor, context: ProcessorContext,
+                           resilient: bool, started: _Suspended | Exception | None
+                           ) -> ProcessorOutcome:
+        if isinstance(started, _Suspended):
+            outcome = await self._execute(processor, context, resilient, suspended=started)
+        elif started is not None:
+            outcome = await self._execute(processor, context, resilient, first_error=started)
         else:
-            kind = processor.kind
-            if kind is ExecutionKind.INLINE or kind is ExecutionKind.ASYNC:
-                found = self._first_attempt(processor, context, resilient)
-                if isinstance(found, ProcessorOutcome):
-                    outcome = found
-                elif isinstance(found, _Suspended):
-                    outcome = await self._execute(processor, context, resilient, suspended=found)
-                else:
-                    outcome = await self._execute(processor, context, resilient,
-                                                  first_error=found)
-            else:
-                outcome = await self._execute(processor, context, resilient)
-            if resilient and outcome.status is ProcessorStatus.OK:
-                if not breaker.quiet:
-                    breaker.record_success(self._clock())
-            elif resilient:
+            outcome = await self._execute(processor, context, resilient)
+        return self._settled(processor, outcome,
+                             self._breakers[processor.name] if resilient else None)
+
+    def _settled(self, processor: Processor, outcome: ProcessorOutcome,
+                 breaker: CircuitBreaker | None) -> ProcessorOutcome:
+        """``outcome`` told to the step's ``breaker`` (None: not judged), counted, observed."""
+        if breaker is not None:
+            if outcome.status is not ProcessorStatus.OK:
                 breaker.record_failure(self._clock())
-        stats.count(outcome)
+            elif not breaker.quiet:
+                breaker.record_success(self._clock())
+        self._stats[processor.name].count(outcome)
         if self._observer is not None:
             self._notify("on_outcome", processor.name, outcome)
         return outcome
