@@ -278,7 +278,7 @@ class Settings(BaseSettings):
     )
 
     gc_young_threshold: int = Field(
-        10_000, ge=0, le=10_000_000, validation_alias=_env("CHATSTREAM_GC_YOUNG_THRESHOLD"),
+        25_000, ge=0, le=10_000_000, validation_alias=_env("CHATSTREAM_GC_YOUNG_THRESHOLD"),
         description="allocations between collections of the youngest generation in a member "
         "process (Python's default is 700; 0 keeps Python's thresholds)",
     )
