@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from processors.eager import Resumed
 
-__all__ = ["Deadline", "within"]
+__all__ = ["Deadline", "waiting_within", "within"]
 
 T = TypeVar("T")
 
@@ -153,13 +153,20 @@ async def within(step: Coroutine[Any, Any, T], deadline: Deadline) -> T:
     except BaseException:
         step.close()
         raise
+    return await waiting_within(Resumed(step, suspended_on), deadline)
+
+
+async def waiting_within(step: Coroutine[Any, Any, T] | Resumed, deadline: Deadline) -> T:
+    """``await step`` under ``deadline``, armed now: for a step known to wait at once (one
+    already run up to its first suspension), which ``within`` would only run by hand to see it
+    suspend."""
     try:
         deadline._arm()
     except BaseException:
         step.close()
         raise
     try:
-        result: T = await Resumed(step, suspended_on)
+        result: T = await step
     except asyncio.CancelledError as cancelled:
         if deadline._end():
             raise TimeoutError from cancelled

@@ -45,6 +45,10 @@ class Resumed:
         self._step = step
         self._first = first
 
+    def close(self) -> None:
+        """Close the coroutine, for a caller that will not await this after all."""
+        self._step.close()
+
     def __await__(self) -> Generator[Any, Any, Any]:
         step, to_yield = self._step, self._first
         while True:

@@ -21,7 +21,7 @@ from processors.base import (
     TransientProcessorError,
     UpdatesSession,
 )
-from processors.deadline import Deadline, within
+from processors.deadline import Deadline, waiting_within, within
 from processors.eager import Resumed
 from processors.observers import NullObserver, PipelineObserver
 from processors.outcomes import StepStats, as_json, describe_error
@@ -284,9 +284,11 @@ class ProcessorPipeline:
         attempts = _Attempts()
         deadline = Deadline(processor.timeout_s)
         status, data, error = ProcessorStatus.OK, {}, None
+        tries = self._attempts(processor, context, attempts, resilient, first_error, suspended)
         try:
-            data = await within(self._attempts(processor, context, attempts, resilient,
-                                               first_error, suspended), deadline)
+            # A suspended first attempt waits at once: no need to run it by hand to see that.
+            data = await (waiting_within(tries, deadline) if suspended is not None
+                          else within(tries, deadline))
         except TimeoutError as exc:
             # Only our own deadline is a timeout; a TimeoutError raised by the step is a failure.
             expired = deadline.expired()

@@ -66,7 +66,10 @@ class _Lane(Generic[T]):
 
     def level(self) -> int:
         """Rank of the most urgent queued item (the lane must not be empty)."""
-        return next(rank for rank, count in enumerate(self.by_rank) if count)
+        for rank, count in enumerate(self.by_rank):
+            if count:
+                return rank
+        raise ValueError("an empty lane has no level")
 
 
 class _Entry(NamedTuple):
@@ -140,7 +143,7 @@ class PriorityScheduler(Generic[T]):
             return None
         best: tuple[int, float, int, int] | None = None
         for rank, heap in enumerate(self._heaps):
-            entry = live_head(heap)
+            entry = live_head(heap) if heap else None
             if entry is None:
                 continue
             candidate = (self._effective(rank, entry.ready_since, now), *entry[:2], rank)
