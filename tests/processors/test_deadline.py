@@ -194,3 +194,28 @@ async def test_a_shorter_deadline_armed_later_is_not_held_back_by_a_longer_one()
     long_wait.cancel()
     with pytest.raises(asyncio.CancelledError):
         await long_wait
+
+
+async def test_a_step_already_waiting_is_awaited_under_a_deadline_armed_at_once():
+    """``waiting_within`` takes a step run up to its first suspension (``Resumed``): it comes
+    back with the step's value, or times out at the deadline with the step cancelled."""
+    from processors.deadline import waiting_within
+    from processors.eager import Resumed
+
+    def started(step: Any) -> Resumed:
+        return Resumed(step, step.send(None))
+
+    assert await waiting_within(started(sleeps(0.001)), Deadline(5)) == "slept"
+    cancelled = asyncio.Event()
+
+    async def hangs() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    deadline = Deadline(0.02)
+    with pytest.raises(TimeoutError):
+        await waiting_within(started(hangs()), deadline)
+    assert deadline.expired() and cancelled.is_set()
