@@ -13,13 +13,15 @@ Rules of an armed deadline, those of ``asyncio.timeout``:
    cancellation into ``TimeoutError`` unless another cancellation of the task is pending (then
    the ``CancelledError`` goes on, as it must for a stopping engine).
 2. A step that ends first (value or error) is never cancelled by it.
-3. Like the event loop's own timers, it may fire up to one millisecond early.
+3. It may fire up to one millisecond early: the shared timer fires every deadline due within a
+   millisecond of the one it was set for (uvloop's own timers keep a millisecond clock too).
 
 Why not ``asyncio.timeout``: it arms and cancels a timer handle per waiting step (about 4 µs
 each at a thousand steps in flight). Here the deadlines of one loop wait in lines of equal
 timeout, so each line is already in expiry order: arming is an append, ending a flag, and one
-timer, set for the earliest deadline still waiting, serves them all. A line's ended deadlines
-are dropped when the timer passes them.
+timer, set for the earliest deadline still waiting, serves them all. Ended deadlines at the
+front of their line are dropped as they end; those behind a waiting one when the timer passes
+them.
 """
 
 from __future__ import annotations
@@ -36,14 +38,14 @@ __all__ = ["Deadline", "waiting_within", "within"]
 
 T = TypeVar("T")
 
-_EARLY_S = 0.001  # rule 3: the loop's timers fire on a millisecond clock
+_EARLY_S = 0.001  # rule 3
 _UNARMED, _WAITING, _FIRED, _ENDED = range(4)
 
 
 class Deadline:
     """A step's time limit; ``expired`` is True only if it fired while the step waited."""
 
-    __slots__ = ("_cancelling", "_expired", "_state", "_task", "at", "timeout_s")
+    __slots__ = ("_cancelling", "_expired", "_line", "_state", "_task", "at", "timeout_s")
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
@@ -52,6 +54,7 @@ class Deadline:
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = 0
         self._expired = False
+        self._line: deque[Deadline] | None = None  # the watch's line it waits in, once armed
 
     @property
     def armed(self) -> bool:
@@ -79,7 +82,11 @@ class Deadline:
     def _end(self) -> bool:
         """The step ended: True when its cancellation is this deadline's own (rule 1)."""
         fired, task = self._state == _FIRED, self._task
-        self._state, self._task = _ENDED, None  # ended deadlines wait in a line: hold no task
+        self._state, self._task = _ENDED, None  # an ended deadline may still wait in its line
+        line = self._line
+        while line and line[0]._state == _ENDED:  # steps end mostly in order: keep lines short
+            line.popleft()
+        self._line = None
         return fired and task is not None and task.uncancel() <= self._cancelling
 
 
@@ -100,6 +107,7 @@ class _Watch:
         if line is None:
             line = self._lines[deadline.timeout_s] = deque()
         line.append(deadline)
+        deadline._line = line
         if self._timer is None or at < self._timer_at:
             self._set_timer(at)
 

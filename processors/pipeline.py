@@ -55,6 +55,14 @@ class _Suspended:
     started: float
 
 
+@dataclass(slots=True)
+class _Failed:
+    """An INLINE or ASYNC step's first attempt, failed with a transient error to retry."""
+
+    error: Exception
+    started: float
+
+
 async def _awaiting(awaitable: Awaitable[Any]) -> Any:
     return await awaitable  # an awaitable that is not a native coroutine, as a coroutine
 
@@ -199,7 +207,7 @@ class ProcessorPipeline:
         return await self._finish_step(processor, context, resilient, outcome)
 
     def _try_step(self, processor: Processor, context: ProcessorContext, resilient: bool
-                  ) -> ProcessorOutcome | _Suspended | Exception | None:
+                  ) -> ProcessorOutcome | _Suspended | _Failed | None:
         """The step's outcome, counted and reported, when it is known without waiting: its
         breaker is open, or an INLINE or ASYNC step's first attempt ended. Otherwise what
         ``_finish_step`` goes on from (see ``_first_attempt``; None: nothing ran yet)."""
@@ -219,14 +227,9 @@ class ProcessorPipeline:
         return found
 
     async def _finish_step(self, processor: Processor, context: ProcessorContext,
-                           resilient: bool, started: _Suspended | Exception | None
+                           resilient: bool, begun: _Suspended | _Failed | None
                            ) -> ProcessorOutcome:
-        if isinstance(started, _Suspended):
-            outcome = await self._execute(processor, context, resilient, suspended=started)
-        elif started is not None:
-            outcome = await self._execute(processor, context, resilient, first_error=started)
-        else:
-            outcome = await self._execute(processor, context, resilient)
+        outcome = await self._execute(processor, context, resilient, begun)
         return self._settled(processor, outcome,
                              self._breakers[processor.name] if resilient else None)
 
@@ -244,12 +247,12 @@ class ProcessorPipeline:
         return outcome
 
     def _first_attempt(self, processor: Processor, context: ProcessorContext,
-                       resilient: bool) -> ProcessorOutcome | _Suspended | Exception:
+                       resilient: bool) -> ProcessorOutcome | _Suspended | _Failed:
         """An INLINE or ASYNC step's first attempt, run here with no coroutine of the
         pipeline's own and no deadline: its outcome when it ended without suspending (an
         INLINE step always does: it runs to its end on the loop whatever a deadline says), the
         suspended step for ``_execute`` to await under its deadline, or the transient error
-        that ``_execute`` retries (``first_error``)."""
+        that ``_execute`` retries."""
         started = time.perf_counter()
         attempts = _Attempts(1, True)
         status, data, error = ProcessorStatus.OK, {}, None
@@ -270,7 +273,7 @@ class ProcessorPipeline:
         except Exception as exc:
             if resilient and self._retry.retries >= 1 and isinstance(
                     exc, TransientProcessorError):
-                return exc
+                return _Failed(exc, started)
             if attempts.open:
                 self._notify("on_attempt", processor.name, attempts.count, exc)
             status, error = ProcessorStatus.FAILED, describe_error(exc)
@@ -278,16 +281,18 @@ class ProcessorPipeline:
 
     async def _execute(
         self, processor: Processor, context: ProcessorContext, resilient: bool,
-        first_error: Exception | None = None, suspended: _Suspended | None = None,
+        begun: _Suspended | _Failed | None = None,
     ) -> ProcessorOutcome:
-        started = suspended.started if suspended is not None else time.perf_counter()
+        """The step's outcome, from its first attempt (or from what ``begun`` of it: the
+        outcome's duration and the retries' time budget count from its start)."""
+        started = begun.started if begun is not None else time.perf_counter()
         attempts = _Attempts()
         deadline = Deadline(processor.timeout_s)
         status, data, error = ProcessorStatus.OK, {}, None
-        tries = self._attempts(processor, context, attempts, resilient, first_error, suspended)
+        tries = self._attempts(processor, context, attempts, resilient, begun, started)
         try:
             # A suspended first attempt waits at once: no need to run it by hand to see that.
-            data = await (waiting_within(tries, deadline) if suspended is not None
+            data = await (waiting_within(tries, deadline) if isinstance(begun, _Suspended)
                           else within(tries, deadline))
         except TimeoutError as exc:
             # Only our own deadline is a timeout; a TimeoutError raised by the step is a failure.
@@ -302,19 +307,18 @@ class ProcessorPipeline:
 
     async def _attempts(self, processor: Processor, context: ProcessorContext,
                         attempts: _Attempts, resilient: bool,
-                        first_error: Exception | None = None,
-                        suspended: _Suspended | None = None) -> dict[str, Any]:
-        """The step's data: a first attempt (``first_error`` when an INLINE or ASYNC step's
-        first attempt already failed, the rest of ``suspended`` when one started and waits),
-        then (resilient only) the retries of a transient failure. The retry machinery is built
-        only once an attempt failed."""
-        started = time.monotonic()
+                        begun: _Suspended | _Failed | None, started: float) -> dict[str, Any]:
+        """The step's data: a first attempt (its error when an INLINE or ASYNC step's first
+        attempt already failed, its rest when one started and waits), then (resilient only)
+        the retries of a transient failure, within what is left of the step's timeout since
+        ``started`` (``time.perf_counter``). The retry machinery is built only once an attempt
+        failed."""
         attempts.count, attempts.open = 1, True
         try:
-            if first_error is not None:
-                raise first_error
-            if suspended is not None:
-                data = await Resumed(suspended.step, suspended.first)
+            if isinstance(begun, _Failed):
+                raise begun.error
+            if begun is not None:
+                data = await Resumed(begun.step, begun.first)
             else:
                 data = await self._invoke(processor, context)
             data = self._checked(processor, data, attempts)
@@ -326,7 +330,7 @@ class ProcessorPipeline:
             if not resilient or self._retry.retries < 1 or not isinstance(
                     exc, TransientProcessorError):
                 raise
-        budget_s = processor.timeout_s - (time.monotonic() - started)
+        budget_s = processor.timeout_s - (time.perf_counter() - started)
         async for attempt in await self._retry.after_first_failure(budget_s):
             with attempt:
                 return await self._attempt(processor, context, attempts)

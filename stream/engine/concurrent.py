@@ -199,12 +199,17 @@ class ConcurrentConversationManager:
             task = start_eagerly(run) if self._eager else asyncio.create_task(run)
         except Exception as error:  # _run routes every failure to the sink: this is a bug
             log.exception("event %s could not be run", item.event.event_id)
-            if inspect.getcoroutinestate(run) == inspect.CORO_CREATED:
-                # It never ran, so nothing heard of it: fail it (its offset stays uncommitted)
-                # and free its session's lane for the session's next event.
-                run.close()
-                self._sink.failed(item, error)
-                self._scheduler.complete(item.session_key, self._clock())
+            state = inspect.getcoroutinestate(run)
+            if state == inspect.CORO_CLOSED:
+                return  # it ran to its end: it told the sink and freed its lane itself
+            # It never ran, or stopped at its first wait with no task to go on: nothing told
+            # the sink. Closing a suspended one runs its clean-up (``_finished``) at once.
+            run.close()
+            try:
+                self._sink.failed(item, error)  # dead-lettered, or left to the next owner
+            finally:
+                if state == inspect.CORO_CREATED:
+                    self._finished(item)
             return
         if task is not None:
             self._running.add(task)
@@ -238,12 +243,17 @@ class ConcurrentConversationManager:
             if response is not None:
                 self._served.add(item.priority, item.admitted_at, response, self._clock())
         finally:
-            self._scheduler.complete(item.session_key, self._clock())
-            self._admit_waiting()
-            if not self._closed:
-                self._pump()
-            if self.buffered == 0:
-                self._idle.set()
+            self._finished(item)
+
+    def _finished(self, item: WorkItem) -> None:
+        """``item`` is over: its session's lane is free, waiting sessions get free slots, and
+        what may run now starts."""
+        self._scheduler.complete(item.session_key, self._clock())
+        self._admit_waiting()
+        if not self._closed:
+            self._pump()
+        if self.buffered == 0:
+            self._idle.set()
 
     # -- partitions and sessions -------------------------------------------------------------
 

@@ -444,3 +444,48 @@ async def test_an_async_step_may_return_any_awaitable(build, make_context):
     assert outcomes["future"].status is ProcessorStatus.OK
     assert outcomes["future"].data == {"resolved": True}
     assert outcomes["never"].status is ProcessorStatus.TIMEOUT and degraded == ["never"]
+
+
+@dataclass
+class FailsFirst:
+    """An ASYNC step whose first attempt fails transiently, after waiting (``suspend``) or
+    after ``busy_s`` of work on the loop without suspending; later attempts succeed."""
+
+    suspend: bool
+    busy_s: float = 0.0
+    name: str = "fails-first"
+    kind: ExecutionKind = ExecutionKind.ASYNC
+    stage: Stage = Stage.ANALYSIS
+    timeout_s: float = 5.0
+    calls: int = 0
+
+    async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls == 1:
+            if self.suspend:
+                await asyncio.sleep(0.01)
+            time.sleep(self.busy_s)
+            raise TransientProcessorError("first try")
+        return {"calls": self.calls}
+
+
+@pytest.mark.parametrize("suspend", [True, False], ids=["after-waiting", "before-waiting"])
+async def test_a_first_attempt_failing_is_retried_once_and_timed_from_its_start(
+        build, make_context, suspend):
+    """An ASYNC step's failed first attempt, whether it failed after waiting or at once, is
+    retried without running it again, reported as attempt 1, and the outcome's duration counts
+    from that first attempt's start."""
+    from processors.resilience import RetryPolicy
+
+    observer = Recorder()
+    step = FailsFirst(suspend=suspend, busy_s=0.05)
+    pipeline = build(step, observer=observer, retry_policy=RetryPolicy(retries=2,
+                                                                       initial_s=0.001))
+    _, outcomes, degraded = await pipeline.run(make_context("hi"))
+    outcome = outcomes["fails-first"]
+    assert (outcome.status, outcome.attempts, outcome.data) == (ProcessorStatus.OK, 2,
+                                                                  {"calls": 2})
+    assert step.calls == 2 and degraded == []
+    assert observer.attempts == [("fails-first", 1, "TransientProcessorError"),
+                                 ("fails-first", 2, None)]
+    assert outcome.duration_ms >= 50

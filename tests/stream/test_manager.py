@@ -287,29 +287,38 @@ async def test_an_event_whose_session_cannot_be_read_fails_alone(monkeypatch):
 
 async def test_an_event_that_cannot_be_started_fails_and_frees_its_session(monkeypatch):
     """When the event's task cannot even be created, nothing else would hear of the event: the
-    engine fails it itself and the session's next event still runs."""
+    engine fails it itself, once, goes idle (a drain returns at once), and the session's next
+    event still runs."""
+    import types
+
     import stream.engine.concurrent as concurrent
 
     processor = SleepyProcessor(0.0)
     manager = await _manager(processor, max_in_flight=4)
-    real_create_task = asyncio.create_task
     refused: list[str] = []
 
-    def create_task_refusing_m1(coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
-        if not refused and getattr(coro, "__qualname__", "").endswith("._run"):
+    def create_task_refusing_once(coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        if not refused:
             refused.append("m1")
             raise RuntimeError("no task today")
-        return real_create_task(coro, **kwargs)
+        return asyncio.create_task(coro, **kwargs)
 
-    monkeypatch.setattr(concurrent.asyncio, "create_task", create_task_refusing_m1)
-    async with asyncio.timeout(10):  # an event nothing hears of would hang here
-        results = await asyncio.gather(*(
-            manager.process_conversation_message(user_id="u", channel_id="c", content=event_id,
-                                                 bot_id="b", event_id=event_id)
-            for event_id in ("m1", "m2")), return_exceptions=True)
-    monkeypatch.undo()
-    assert manager.engine.buffered == 0
+    # Only the engine's module sees the refusing create_task.
+    engine_asyncio = types.SimpleNamespace(
+        **{name: getattr(asyncio, name) for name in dir(asyncio) if not name.startswith("_")})
+    engine_asyncio.create_task = create_task_refusing_once
+    monkeypatch.setattr(concurrent, "asyncio", engine_asyncio)
+
+    async def send(event_id: str) -> Any:
+        async with asyncio.timeout(10):  # an event nothing hears of would hang here
+            return (await asyncio.gather(manager.process_conversation_message(
+                user_id="u", channel_id="c", content=event_id, bot_id="b", event_id=event_id),
+                return_exceptions=True))[0]
+
+    first = await send("m1")
+    assert refused == ["m1"] and type(first).__name__ == "RuntimeError"
+    assert manager.engine.buffered == 0 and await manager.engine.drain(1.0)
+    second = await send("m2")
     await manager.stop()
-    assert refused == ["m1"]
-    assert [type(r).__name__ for r in results] == ["RuntimeError", "ResponseEvent"]
-    assert processor.started == ["m2"]
+    assert type(second).__name__ == "ResponseEvent" and processor.started == ["m2"]
+    assert manager.engine.counters.answered == 1
