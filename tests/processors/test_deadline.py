@@ -19,6 +19,15 @@ async def sleeps(seconds: float) -> str:
     return "slept"
 
 
+async def hangs(cancelled: asyncio.Event) -> None:
+    """Waits forever; sets ``cancelled`` when its wait is cancelled."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
 async def fails_at_once() -> str:
     raise ValueError("bad input")
 
@@ -40,17 +49,9 @@ async def test_a_suspending_step_returns_its_value_within_the_deadline():
 async def test_a_step_past_its_deadline_times_out_and_is_cancelled():
     """A step still waiting at the deadline raises TimeoutError, and its coroutine is cancelled."""
     cancelled = asyncio.Event()
-
-    async def hangs() -> None:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
     deadline = Deadline(0.02)
     with pytest.raises(TimeoutError):
-        await within(hangs(), deadline)
+        await within(hangs(cancelled), deadline)
     assert deadline.expired() and cancelled.is_set()
 
 
@@ -207,17 +208,9 @@ async def test_a_step_already_waiting_is_awaited_under_a_deadline_armed_at_once(
 
     assert await waiting_within(started(sleeps(0.001)), Deadline(5)) == "slept"
     cancelled = asyncio.Event()
-
-    async def hangs() -> None:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
     deadline = Deadline(0.02)
     with pytest.raises(TimeoutError):
-        await waiting_within(started(hangs()), deadline)
+        await waiting_within(started(hangs(cancelled)), deadline)
     assert deadline.expired() and cancelled.is_set()
 
 
