@@ -93,16 +93,16 @@ class Deadline:
 class _Watch:
     """The armed deadlines of one event loop, in lines of equal timeout, behind one timer."""
 
-    __slots__ = ("_lines", "_loop", "_timer", "_timer_at")
+    __slots__ = ("_lines", "_timer", "_timer_at", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop
         self._lines: dict[float, deque[Deadline]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
 
     def add(self, deadline: Deadline) -> None:
-        deadline.at = at = self._loop.time() + deadline.timeout_s
+        deadline.at = at = self.loop.time() + deadline.timeout_s
         line = self._lines.get(deadline.timeout_s)
         if line is None:
             line = self._lines[deadline.timeout_s] = deque()
@@ -115,11 +115,11 @@ class _Watch:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = at
-        self._timer = self._loop.call_at(at, self._expire)
+        self._timer = self.loop.call_at(at, self._expire)
 
     def _expire(self) -> None:
         self._timer = None
-        now = self._loop.time() + _EARLY_S
+        now = self.loop.time() + _EARLY_S
         earliest: float | None = None
         for timeout_s, line in list(self._lines.items()):
             while line:
@@ -135,10 +135,6 @@ class _Watch:
                 earliest = line[0].at
         if earliest is not None:
             self._set_timer(earliest)
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
 
 
 _local = threading.local()  # each thread runs one loop at a time: its watch is found here
@@ -174,13 +170,10 @@ async def waiting_within(step: Coroutine[Any, Any, T] | Resumed, deadline: Deadl
         step.close()
         raise
     try:
-        result: T = await step
+        return await step
     except asyncio.CancelledError as cancelled:
         if deadline._end():
             raise TimeoutError from cancelled
         raise
-    except BaseException:
-        deadline._end()
-        raise
-    deadline._end()
-    return result
+    finally:
+        deadline._end()  # once ended (as just above), ending again changes nothing

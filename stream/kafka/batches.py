@@ -131,7 +131,7 @@ class OrderedBatches:
         if not lane.sending:
             lane.sending = True
             self._sending += 1
-            task = asyncio.get_running_loop().create_task(self._send_lane(lane.tp, lane))
+            task = asyncio.get_running_loop().create_task(self._send_lane(lane))
             self._senders.add(task)
             task.add_done_callback(self._senders.discard)
 
@@ -156,9 +156,10 @@ class OrderedBatches:
 
     # -- one partition's sender ------------------------------------------------------------
 
-    async def _send_lane(self, tp: TopicPartition, lane: _Lane) -> None:
+    async def _send_lane(self, lane: _Lane) -> None:
         # The first await lets every delivery added in this loop iteration join the batch.
         await asyncio.sleep(0)
+        tp = lane.tp
         try:
             while lane.queued:
                 entries, lane.queued, lane.by_key = lane.queued, [], {}
