@@ -36,6 +36,10 @@ __all__ = ["ConcurrentConversationManager", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
+# Items one task serves in turn before it ends and leaves the rest to new tasks: items that
+# finish without waiting then still let the loop run (fetch, publish) every few of them.
+_ITEMS_PER_TASK = 32
+
 
 class Pipeline(Protocol):
     async def run(self, context: ProcessorContext) -> PipelineResult: ...
@@ -194,10 +198,10 @@ class ConcurrentConversationManager:
 
     def _start(self, item: WorkItem) -> None:
         """Run an item the scheduler marked in flight: on this stack or as a task."""
-        run = self._run(item)
+        run = self._run(item) if self._eager else self._serve(item)
         try:
             task = start_eagerly(run) if self._eager else asyncio.create_task(run)
-        except Exception as error:  # _run routes every failure to the sink: this is a bug
+        except Exception as error:  # _run and _serve route every failure to the sink: a bug
             log.exception("event %s could not be run", item.event.event_id)
             state = inspect.getcoroutinestate(run)
             if state == inspect.CORO_CLOSED:
@@ -217,43 +221,75 @@ class ConcurrentConversationManager:
 
     # -- processing --------------------------------------------------------------------------
 
-    async def _run(self, item: WorkItem) -> None:
-        try:
-            state = self._sessions.get(item.session_key)
-            if state is None:  # busy sessions are never evicted, so this is a bug, not load
-                self._sink.failed(item, RuntimeError(f"session {item.session_id} vanished"))
-                return
+    async def _serve(self, item: WorkItem) -> None:
+        """A task's work: ``item``, then, as long as the scheduler has one ready, the next item
+        it lets go, up to ``_ITEMS_PER_TASK`` in all. The scheduler still decides what runs
+        when; reusing the task spares each later item a task of its own (its creation, a trip
+        through the loop's ready queue and a done callback). It stops taking items once the
+        task is being cancelled (a cancellation meant for one item must not reach the next)
+        or the engine is closing. The items of one task see the context variables it
+        inherited, as every task started from it would."""
+        task = asyncio.current_task()
+        assert task is not None
+        following: WorkItem | None = item
+        served = 0
+        while following is not None:
+            item = following
             try:
-                snapshot = state.snapshot()
-            except Exception as error:  # a bug too; the sink must still hear of the event
-                log.exception("session %s of event %s could not be read", item.session_id,
-                              item.event.event_id)
-                self._sink.failed(item, error)
-                return
+                await self._answer(item)
+            except BaseException:
+                self._finished(item)
+                raise
+            served += 1
+            take_next = served < _ITEMS_PER_TASK and not task.cancelling()
+            following = self._finished(item, take_next=take_next)
 
-            def record(response: ResponseEvent, now: float) -> None:
-                update = self._pipeline.session_update(response.analysis)
-                state.record(item.event, thread_id=update.thread_id,
-                             new_thread=update.new_thread, emotion=update.emotion, now=now)
-                if self._session_log is not None:
-                    item.session_state = session_records(state)
-
-            response = await answer(item, snapshot, self._pipeline.run, self._sink,
-                                    self._clock, record)
-            if response is not None:
-                self._served.add(item.priority, item.admitted_at, response, self._clock())
+    async def _run(self, item: WorkItem) -> None:
+        """One item, started on the caller's stack (``start_eagerly``)."""
+        try:
+            await self._answer(item)
         finally:
             self._finished(item)
 
-    def _finished(self, item: WorkItem) -> None:
+    async def _answer(self, item: WorkItem) -> None:
+        state = self._sessions.get(item.session_key)
+        if state is None:  # busy sessions are never evicted, so this is a bug, not load
+            self._sink.failed(item, RuntimeError(f"session {item.session_id} vanished"))
+            return
+        try:
+            snapshot = state.snapshot()
+        except Exception as error:  # a bug too; the sink must still hear of the event
+            log.exception("session %s of event %s could not be read", item.session_id,
+                          item.event.event_id)
+            self._sink.failed(item, error)
+            return
+
+        def record(response: ResponseEvent, now: float) -> None:
+            update = self._pipeline.session_update(response.analysis)
+            state.record(item.event, thread_id=update.thread_id,
+                         new_thread=update.new_thread, emotion=update.emotion, now=now)
+            if self._session_log is not None:
+                item.session_state = session_records(state)
+
+        response = await answer(item, snapshot, self._pipeline.run, self._sink,
+                                self._clock, record)
+        if response is not None:
+            self._served.add(item.priority, item.admitted_at, response, self._clock())
+
+    def _finished(self, item: WorkItem, take_next: bool = False) -> WorkItem | None:
         """``item`` is over: its session's lane is free, waiting sessions get free slots, and
-        what may run now starts."""
+        what may run now starts. With ``take_next``, the first item the scheduler lets go is
+        returned instead, for the caller to run (None when there is none)."""
         self._scheduler.complete(item.session_key, self._clock())
         self._admit_waiting()
+        following = None
         if not self._closed:
+            if take_next and (ready := self._scheduler.pop_ready(self._clock())) is not None:
+                following = ready[1]
             self._pump()
         if self.buffered == 0:
             self._idle.set()
+        return following
 
     # -- partitions and sessions -------------------------------------------------------------
 

@@ -322,3 +322,80 @@ async def test_an_event_that_cannot_be_started_fails_and_frees_its_session(monke
     await manager.stop()
     assert type(second).__name__ == "ResponseEvent" and processor.started == ["m2"]
     assert manager.engine.counters.answered == 1
+
+
+class TaskRecorder:
+    """Waits once per event and notes which task ran it; for the events named in ``hang`` it
+    waits until cancelled, and for those in ``cancel_own_task`` it asks for its own task's
+    cancellation and returns before that cancellation is delivered."""
+
+    name = "recorder"
+    kind = ExecutionKind.ASYNC
+    stage = Stage.ANALYSIS
+
+    def __init__(self, timeout_s: float = 5.0, hang: tuple[str, ...] = (),
+                 cancel_own_task: tuple[str, ...] = ()) -> None:
+        self.timeout_s = timeout_s
+        self.hang = hang
+        self.cancel_own_task = cancel_own_task
+        self.tasks: list[tuple[str, int]] = []
+
+    async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        event_id = context.event.event_id
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.append((event_id, id(task)))
+        await asyncio.sleep(0)
+        if event_id in self.hang:
+            await asyncio.Event().wait()
+        if event_id in self.cancel_own_task:
+            task.cancel()
+        return {}
+
+
+async def _one_session(manager: Any, count: int) -> list[Any]:
+    return list(await asyncio.gather(*(
+        manager.process_conversation_message(user_id="u", channel_id="c", content=f"m{i}",
+                                             bot_id="b", event_id=f"m{i}")
+        for i in range(count)), return_exceptions=True))
+
+
+async def test_a_task_serves_its_sessions_next_events_in_turn_up_to_its_share():
+    """Once an event is answered, its task runs the next event the scheduler lets go (here
+    the session's next) instead of a new task doing it, in order, up to ``_ITEMS_PER_TASK``
+    events; then a new task goes on."""
+    from stream.engine.concurrent import _ITEMS_PER_TASK
+
+    recorder = TaskRecorder()
+    manager = await _manager(recorder, max_in_flight=8)
+    count = _ITEMS_PER_TASK + 8
+    responses = await _one_session(manager, count)
+    await manager.stop()
+    assert all(type(r).__name__ == "ResponseEvent" and not r.degraded for r in responses)
+    assert [event_id for event_id, _ in recorder.tasks] == [f"m{i}" for i in range(count)]
+    tasks = [task for _, task in recorder.tasks]
+    assert len(set(tasks[:_ITEMS_PER_TASK])) == 1 and len(set(tasks[_ITEMS_PER_TASK:])) == 1
+    assert tasks[0] != tasks[-1]
+
+
+async def test_a_timed_out_step_leaves_the_next_event_of_its_task_alone():
+    """The deadline's cancellation ends with the step it timed out: the next event, run by the
+    same task, is answered in full."""
+    recorder = TaskRecorder(timeout_s=0.05, hang=("m0",))
+    manager = await _manager(recorder, max_in_flight=8)
+    first, second = await _one_session(manager, 2)
+    await manager.stop()
+    assert first.degraded == ["recorder"] and second.degraded == []
+    assert recorder.tasks[0][1] == recorder.tasks[1][1]
+
+
+async def test_a_task_being_cancelled_takes_no_further_event():
+    """A cancellation still pending when an event ends was meant for it: that task takes no
+    other event, and the session's next one runs in a new task, answered in full."""
+    recorder = TaskRecorder(cancel_own_task=("m0",))
+    manager = await _manager(recorder, max_in_flight=8)
+    first, second = await _one_session(manager, 2)
+    await manager.stop()
+    assert type(first).__name__ == "ResponseEvent"
+    assert type(second).__name__ == "ResponseEvent" and second.degraded == []
+    assert recorder.tasks[0][1] != recorder.tasks[1][1]
