@@ -1,14 +1,15 @@
-"""The crisis prefilter never rejects a text the crisis patterns would match."""
+"""The admission prefilters never reject a text their full patterns would match."""
 
 from __future__ import annotations
+
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.engine.priority import _CRISIS, may_be_crisis
+from stream.engine.priority import _CRISIS, _URGENT, may_be_crisis, may_be_urgent
 
-# Words and phrases near every crisis pattern, plus ordinary chat words, in any case, with
-# the characters that IGNORECASE folds onto ASCII letters mixed in.
+# Words and phrases near every crisis and urgency pattern, plus ordinary chat words.
 _PIECES = [
     "kill", "killing", "myself", "my self", "self-harm", "selfharm", "suicide", "suicidal",
     "end it all", "ending my life", "take my own life", "want to die", "wanna die",
@@ -16,23 +17,54 @@ _PIECES = [
     "call 911", "call an ambulance", "i'm going to shoot you", "i will hurt him", "bomb the",
     "shoot up the school", "has a gun", "heart attack", "can't breathe", "not breathing",
     "overdosed", "unconscious", "seizure", "chest pain", "anaphylactic", "bleeding heavily",
+    "urgent", "urgently", "asap", "immediately", "right now", "right  now", "!!!", "!!!!",
     "hello", "order", "parcel", "thanks", "please", "the", "a", "my", "you", "now",
-    "\u0131", "\u017f", "\u0130", "\u212a", "!", "?", " ", "\n",
+    "!", "?", " ", "\n",
 ]
+# Characters IGNORECASE matches to an ASCII letter, each standing in for that letter.
+_LOOK_ALIKES = {"i": ("\u0131", "\u0130"), "s": ("\u017f",), "k": ("\u212a",)}
+
+
+@st.composite
+def _texts(draw: st.DrawFn) -> str:
+    """Pieces in any letter case, some letters replaced by their look-alikes, inside words."""
+    text = " ".join(draw(st.lists(st.sampled_from(_PIECES), max_size=8)))
+    out = []
+    for char in text:
+        choice = draw(st.integers(0, 3))
+        if choice == 1:
+            char = char.upper()
+        elif choice == 2 and char in _LOOK_ALIKES:
+            char = draw(st.sampled_from(_LOOK_ALIKES[char]))
+        out.append(char)
+    return "".join(out)
 
 
 @settings(max_examples=2000)
-@given(st.lists(st.sampled_from(_PIECES), max_size=8).map(" ".join),
-       st.lists(st.booleans(), max_size=80))
-def test_the_prefilter_keeps_every_text_the_patterns_match(text, upper):
-    """If the full pattern matches (in any letter case), the prefilter let the text through."""
-    flips = upper + [False] * len(text)
-    cased = "".join(c.upper() if flip else c for c, flip in zip(text, flips, strict=False))
-    if _CRISIS.search(cased) is not None:
-        assert may_be_crisis(cased)
+@given(_texts())
+def test_the_crisis_prefilter_keeps_every_text_the_patterns_match(text):
+    if _CRISIS.search(text) is not None:
+        assert may_be_crisis(text)
 
 
-def test_plain_messages_skip_the_full_pattern():
-    """Ordinary support messages are rejected by the prefilter itself."""
-    assert not may_be_crisis("hello number 42, how is my order doing?")
-    assert not may_be_crisis("this is the third time it failed, I am really frustrated")
+@settings(max_examples=2000)
+@given(_texts())
+def test_the_urgency_prefilter_keeps_every_text_the_pattern_matches(text):
+    if _URGENT.search(text) is not None:
+        assert may_be_urgent(text)
+
+
+def test_a_look_alike_letter_inside_a_word_still_passes():
+    """re.IGNORECASE matches "\u0130" to "i"; its lower-case form is two characters."""
+    for text, prefilter in (("su\u0130cide", may_be_crisis), ("r\u0130ght now", may_be_urgent),
+                            ("a\u017fap", may_be_urgent)):
+        assert re.search(r"suicid|right|asap", text, re.IGNORECASE)
+        assert prefilter(text), text
+
+
+def test_plain_messages_skip_the_full_patterns():
+    """Ordinary support messages are rejected by the prefilters themselves."""
+    for text in ("hello number 42, how is my order doing?",
+                 "this is the third time it failed, I am really frustrated"):
+        assert not may_be_crisis(text)
+        assert not may_be_urgent(text)
