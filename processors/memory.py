@@ -85,18 +85,33 @@ def cosine(left: dict[str, float], right: dict[str, float]) -> float:
 def rank(index: SessionIndex, query: str, top_k: int, min_score: float) -> list[dict[str, Any]]:
     """Up to ``top_k`` indexed messages scoring at least ``min_score`` against ``query``, best
     first; ties go to the more recent message."""
+    scored = scores(index, query, min_score)
+    scored.sort(key=_score_then_position, reverse=True)
+    return [
+        {"event_id": doc.event_id, "content": doc.content[:SNIPPET_CHARS], "score": round(s, 4)}
+        for s, _, doc in scored[:top_k]
+    ]
+
+
+def scores(index: SessionIndex, query: str, min_score: float) -> list[tuple[float, int, _Doc]]:
+    """``(score, position, document)`` of each indexed message scoring at least ``min_score``
+    against ``query``, in index order: ``cosine`` of their TF-IDF vectors, the same floats."""
     query_vector = index.vector(term_counts(query))
     if not query_vector:
         return []
     # ``cosine``'s arithmetic in its order (the same floats), without building each document's
     # vector, summing the query's norm again for every document, or computing a term's idf once
     # per document holding it. A document sharing no term with the query scores 0 unweighed.
-    # The dot product adds only the shared terms: adding 0.0 never changes a float sum.
+    # The dot product adds only the shared terms: adding 0.0 never changes a float sum. All of
+    # a document's work runs in this one frame: a comprehension per document (a call each)
+    # costs more than its few terms, and a float sum started at 0.0 adds as sum() does.
     count = len(index.docs)
     log = math.log
     idf = {term: log((1 + count) / (1 + df)) + 1.0 for term, df in index.doc_freq.items()}
     query_norm = math.sqrt(sum([w * w for w in query_vector.values()]))
     query_terms = query_vector.keys()
+    query_items = query_vector.items()
+    query_weight = query_vector.get
     query_size = len(query_vector)
     sqrt = math.sqrt
     scored = []
@@ -105,22 +120,29 @@ def rank(index: SessionIndex, query: str, top_k: int, min_score: float) -> list[
         if query_terms.isdisjoint(counts):
             score = 0.0
         else:
-            weights = {t: tf * idf[t] for t, tf in counts.items()}
-            doc_norm = sqrt(sum([w * w for w in weights.values()]))
+            norm_sq = dot = 0.0
             if query_size > len(counts):  # cosine iterates the shorter vector
-                dot = sum([w * query_vector[t] for t, w in weights.items() if t in query_vector])
-                norms = doc_norm * query_norm
+                for term, tf in counts.items():
+                    weight = tf * idf[term]
+                    norm_sq += weight * weight
+                    shared = query_weight(term)
+                    if shared is not None:
+                        dot += weight * shared
+                norms = sqrt(norm_sq) * query_norm
             else:
-                dot = sum([w * weights[t] for t, w in query_vector.items() if t in weights])
-                norms = query_norm * doc_norm
+                weights: dict[str, float] = {}
+                for term, tf in counts.items():
+                    weight = weights[term] = tf * idf[term]
+                    norm_sq += weight * weight
+                for term, query_w in query_items:
+                    shared = weights.get(term)
+                    if shared is not None:
+                        dot += query_w * shared
+                norms = query_norm * sqrt(norm_sq)
             score = dot / norms if norms else 0.0
         if score >= min_score:
             scored.append((score, position, doc))
-    scored.sort(key=_score_then_position, reverse=True)
-    return [
-        {"event_id": doc.event_id, "content": doc.content[:SNIPPET_CHARS], "score": round(s, 4)}
-        for s, _, doc in scored[:top_k]
-    ]
+    return scored
 
 
 @dataclass(slots=True)

@@ -48,9 +48,16 @@ def tokenize(text: str) -> tuple[str, ...]:
 
 
 def _tokens(text: str) -> tuple[str, ...]:
-    raw = (w.replace("'", "") for w in _WORD.findall(text.lower()))
-    words = (_normalise(w) for w in raw if w not in STOPWORDS)
-    return tuple(sys.intern(w) for w in words if len(w) > 1 and w not in STOPWORDS)
+    # One loop, not a chain of generators: each link would cost a call per word.
+    tokens = []
+    for word in _WORD.findall(text.lower()):
+        if "'" in word:
+            word = word.replace("'", "")
+        if word not in STOPWORDS:
+            word = _normalise(word)
+            if len(word) > 1 and word not in STOPWORDS:
+                tokens.append(sys.intern(word))
+    return tuple(tokens)
 
 
 _remembered_tokens = functools.lru_cache(maxsize=_CACHED_TOKENS)(_tokens)

@@ -16,6 +16,7 @@ from processors.memory import (
     build_index,
     cosine,
     rank,
+    scores,
 )
 from processors.text import term_counts
 from schemas.context import HistoryMessage
@@ -161,3 +162,16 @@ def test_the_sliding_index_ranks_exactly_as_one_built_from_scratch(contents, que
         for query in queries:
             assert rank(index, query, 3, 0.1) == _reference_rank(reference, query, 3, 0.1)
         previous = index
+
+
+@given(st.lists(st.lists(_WORDS, max_size=12).map(" ".join), max_size=20),
+       st.lists(_WORDS, min_size=1, max_size=12).map(" ".join))
+def test_scores_are_the_cosines_of_the_tfidf_vectors_to_the_last_bit(contents, query):
+    """Unrounded: each score is ``cosine`` of the query's and the message's vectors, exactly."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    index = build_index(tuple(HistoryMessage(f"e{i}", text, at)
+                              for i, text in enumerate(contents)))
+    query_vector = index.vector(term_counts(query))
+    expected = [(cosine(query_vector, index.vector(doc.counts)), position, doc)
+                for position, doc in enumerate(index.docs)] if query_vector else []
+    assert scores(index, query, 0.0) == expected
