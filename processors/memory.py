@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
@@ -30,6 +30,10 @@ class SessionIndex:
 
     docs: tuple[_Doc, ...]
     doc_freq: dict[str, int]
+    ids: tuple[str, ...] = field(init=False, repr=False, compare=False)  # the docs' event ids
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ids", tuple([doc.event_id for doc in self.docs]))
 
     def idf(self, term: str) -> float:
         # Smoothed idf (as scikit-learn's default): never zero, never divides by zero.
@@ -44,11 +48,11 @@ def build_index(messages: tuple[HistoryMessage, ...],
     """Index ``messages`` (pure). Documents already in ``previous`` are reused and its document
     frequencies updated by what joined and left, so a session's index costs only the changed
     messages as its window slides."""
-    known = {doc.event_id: doc for doc in previous.docs} if previous is not None else {}
-    docs = tuple(
+    known = dict(zip(previous.ids, previous.docs, strict=True)) if previous is not None else {}
+    docs = tuple([
         known.get(m.event_id) or _Doc(m.event_id, m.content, term_counts(m.content))
         for m in messages
-    )
+    ])
     if previous is None:
         doc_freq: Counter[str] = Counter()
         for doc in docs:
@@ -168,15 +172,17 @@ class MemoryProcessor:
     def process(self, context: ProcessorContext) -> dict[str, Any]:
         session = context.session
         # The snapshot is taken before the event, but never let a message relate to itself.
-        history = tuple(
-            m for m in session.recent_messages if m.event_id != context.event.event_id
-        )
+        event_id = context.event.event_id
+        history = session.recent_messages
+        ids = tuple([m.event_id for m in history])
+        if event_id in ids:
+            history = tuple([m for m in history if m.event_id != event_id])
+            ids = tuple([m.event_id for m in history])
         scope = (context.event.bot_id, session.session_id)
         # One entry per session, extended as the conversation goes on: at most one event per
         # session is in flight, so nothing else writes this entry meanwhile.
         cached: SessionIndex | None = self.cache.get(scope, "tfidf")
-        ids = tuple(m.event_id for m in history)
-        hit = cached is not None and tuple(d.event_id for d in cached.docs) == ids
+        hit = cached is not None and cached.ids == ids
         if cached is None or not hit:
             index = build_index(history, cached)
             self.cache.put(scope, "tfidf", index)
