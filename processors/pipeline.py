@@ -226,13 +226,6 @@ class ProcessorPipeline:
             return self._settled(processor, found, breaker if resilient else None)
         return found
 
-    async def _finish_step(self, processor: Processor, context: ProcessorContext,
-                           resilient: bool, begun: _Suspended | _Failed | None
-                           ) -> ProcessorOutcome:
-        outcome = await self._execute(processor, context, resilient, begun)
-        return self._settled(processor, outcome,
-                             self._breakers[processor.name] if resilient else None)
-
     def _settled(self, processor: Processor, outcome: ProcessorOutcome,
                  breaker: CircuitBreaker | None) -> ProcessorOutcome:
         """``outcome`` told to the step's ``breaker`` (None: not judged), counted, observed."""
@@ -251,8 +244,8 @@ class ProcessorPipeline:
         """An INLINE or ASYNC step's first attempt, run here with no coroutine of the
         pipeline's own and no deadline: its outcome when it ended without suspending (an
         INLINE step always does: it runs to its end on the loop whatever a deadline says), the
-        suspended step for ``_execute`` to await under its deadline, or the transient error
-        that ``_execute`` retries."""
+        suspended step for ``_finish_step`` to await under its deadline, or the transient error
+        that ``_finish_step`` retries."""
         started = time.perf_counter()
         attempts = _Attempts(1, True)
         status, data, error = ProcessorStatus.OK, {}, None
@@ -279,12 +272,13 @@ class ProcessorPipeline:
             status, error = ProcessorStatus.FAILED, describe_error(exc)
         return _outcome(status, data, error, 1, started)
 
-    async def _execute(
+    async def _finish_step(
         self, processor: Processor, context: ProcessorContext, resilient: bool,
-        begun: _Suspended | _Failed | None = None,
+        begun: _Suspended | _Failed | None,
     ) -> ProcessorOutcome:
-        """The step's outcome, from its first attempt (or from what ``begun`` of it: the
-        outcome's duration and the retries' time budget count from its start)."""
+        """The step's outcome, counted and reported (``_settled``), from its first attempt (or
+        from what ``begun`` of it: the outcome's duration and the retries' time budget count
+        from its start)."""
         started = begun.started if begun is not None else time.perf_counter()
         attempts = _Attempts()
         deadline = Deadline(processor.timeout_s)
@@ -303,7 +297,9 @@ class ProcessorPipeline:
                 self._notify("on_attempt", processor.name, attempts.count, exc)
         except Exception as exc:
             status, error = ProcessorStatus.FAILED, describe_error(exc)
-        return _outcome(status, data, error, max(attempts.count, 1), started)
+        return self._settled(processor, _outcome(status, data, error, max(attempts.count, 1),
+                                                 started),
+                             self._breakers[processor.name] if resilient else None)
 
     async def _attempts(self, processor: Processor, context: ProcessorContext,
                         attempts: _Attempts, resilient: bool,

@@ -86,7 +86,7 @@ class TemplateResponder:
             _memory_note(_section(context, "memory")),
             _answer(context.event.content, str(emotion.get("label", "neutral"))),
         ]
-        return " ".join(part for part in parts if part)
+        return " ".join([part for part in parts if part])
 
 
 def system_prompt(context: ProcessorContext) -> str:
