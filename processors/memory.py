@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -47,7 +48,8 @@ def build_index(messages: tuple[HistoryMessage, ...],
                 previous: SessionIndex | None = None) -> SessionIndex:
     """Index ``messages`` (pure). Documents already in ``previous`` are reused and its document
     frequencies updated by what joined and left, so a session's index costs only the changed
-    messages as its window slides."""
+    messages as its window slides. An event may show twice (answered again after a restore,
+    under the same id): it counts as often as it shows, as in an index built anew."""
     known = dict(zip(previous.ids, previous.docs, strict=True)) if previous is not None else {}
     docs = tuple([
         known.get(m.event_id) or _Doc(m.event_id, m.content, term_counts(m.content))
@@ -60,30 +62,50 @@ def build_index(messages: tuple[HistoryMessage, ...],
         return SessionIndex(docs, dict(doc_freq))
     kept = {doc.event_id for doc in docs}
     frequencies = dict(previous.doc_freq)
+    if len(kept) < len(docs) or len(known) < len(previous.docs):  # an id shows twice: rare
+        before, after = Counter(previous.ids), Counter([doc.event_id for doc in docs])
+        for event_id, times in (before - after).items():
+            _shift(frequencies, known[event_id].counts, -times)
+        by_id = {doc.event_id: doc for doc in docs}
+        for event_id, times in (after - before).items():
+            _shift(frequencies, by_id[event_id].counts, times)
+        return SessionIndex(docs, frequencies)
     for doc in previous.docs:
         if doc.event_id not in kept:
-            for term in doc.counts:
-                left = frequencies[term] - 1
-                if left:
-                    frequencies[term] = left
-                else:
-                    del frequencies[term]
+            _shift(frequencies, doc.counts, -1)
     for doc in docs:
         if doc.event_id not in known:
-            for term in doc.counts:
-                frequencies[term] = frequencies.get(term, 0) + 1
+            _shift(frequencies, doc.counts, 1)
     return SessionIndex(docs, frequencies)
 
 
+def _shift(frequencies: dict[str, int], terms: Iterable[str], by: int) -> None:
+    """Add ``by`` to the document frequency of each of ``terms``; none is kept at zero."""
+    for term in terms:
+        count = frequencies.get(term, 0) + by
+        if count:
+            frequencies[term] = count
+        else:
+            del frequencies[term]
+
 def cosine(left: dict[str, float], right: dict[str, float]) -> float:
-    """Cosine similarity of two sparse vectors; 0.0 if either is empty."""
+    """Cosine similarity of two sparse vectors; 0.0 if either is empty. Each sum is a plain
+    running total in iteration order (``sum()`` compensates its rounding from Python 3.12 on),
+    so ``scores`` repeats the arithmetic to the bit on every version."""
     if len(left) > len(right):
         left, right = right, left
-    dot = sum(weight * right.get(term, 0.0) for term, weight in left.items())
-    norms = math.sqrt(sum(w * w for w in left.values())) * math.sqrt(
-        sum(w * w for w in right.values())
-    )
+    dot = 0.0
+    for term, weight in left.items():
+        dot += weight * right.get(term, 0.0)
+    norms = math.sqrt(_squares(left)) * math.sqrt(_squares(right))
     return dot / norms if norms else 0.0
+
+
+def _squares(vector: dict[str, float]) -> float:
+    total = 0.0
+    for weight in vector.values():
+        total += weight * weight
+    return total
 
 
 def rank(index: SessionIndex, query: str, top_k: int, min_score: float) -> list[dict[str, Any]]:
@@ -108,11 +130,11 @@ def scores(index: SessionIndex, query: str, min_score: float) -> list[tuple[floa
     # per document holding it. A document sharing no term with the query scores 0 unweighed.
     # The dot product adds only the shared terms: adding 0.0 never changes a float sum. All of
     # a document's work runs in this one frame: a comprehension per document (a call each)
-    # costs more than its few terms, and a float sum started at 0.0 adds as sum() does.
+    # costs more than its few terms.
     count = len(index.docs)
     log = math.log
     idf = {term: log((1 + count) / (1 + df)) + 1.0 for term, df in index.doc_freq.items()}
-    query_norm = math.sqrt(sum([w * w for w in query_vector.values()]))
+    query_norm = math.sqrt(_squares(query_vector))
     query_terms = query_vector.keys()
     query_items = query_vector.items()
     query_weight = query_vector.get

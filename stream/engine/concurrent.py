@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
@@ -80,6 +81,9 @@ class ConcurrentConversationManager:
         )
         self._waiting: WaitingLine[SessionKey, WorkItem] = WaitingLine()
         self._running: set[asyncio.Task[None]] = set()
+        # Tasks whose ``_serve`` has begun: one cancelled before its first step never runs its
+        # body, so its done callback must end its item (``_served_by``).
+        self._begun: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
@@ -217,7 +221,17 @@ class ConcurrentConversationManager:
             return
         if task is not None:
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._running.discard if self._eager
+                                   else functools.partial(self._served_by, item))
+
+    def _served_by(self, item: WorkItem, task: asyncio.Task[None]) -> None:
+        """The done callback of a task started with ``item``."""
+        self._running.discard(task)
+        if task in self._begun:
+            self._begun.discard(task)
+        else:  # cancelled before its first step: nothing told the sink, the lane is held
+            self._sink.failed(item, asyncio.CancelledError())
+            self._finished(item)
 
     # -- processing --------------------------------------------------------------------------
 
@@ -231,6 +245,7 @@ class ConcurrentConversationManager:
         inherited, as every task started from it would."""
         task = asyncio.current_task()
         assert task is not None
+        self._begun.add(task)
         following: WorkItem | None = item
         served = 0
         while following is not None:

@@ -175,3 +175,26 @@ def test_scores_are_the_cosines_of_the_tfidf_vectors_to_the_last_bit(contents, q
     expected = [(cosine(query_vector, index.vector(doc.counts)), position, doc)
                 for position, doc in enumerate(index.docs)] if query_vector else []
     assert scores(index, query, 0.0) == expected
+
+
+@given(st.lists(st.tuples(st.lists(_WORDS, max_size=6).map(" ".join), st.booleans()),
+                max_size=40),
+       st.lists(_WORDS, min_size=1, max_size=4).map(" ".join), st.integers(1, 6),
+       st.integers(1, 20))
+def test_a_redelivered_event_twice_in_the_history_slides_as_from_scratch(draws, query, step,
+                                                                          window):
+    """At-least-once: an event answered again after a restore shows twice in its session's
+    history (the same id and text). The sliding index still equals one built anew."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    messages: list[HistoryMessage] = []
+    for i, (text, again) in enumerate(draws):
+        messages.append(messages[-1] if again and messages else HistoryMessage(f"e{i}", text, at))
+    previous = None
+    for end in range(0, len(messages) + 1, step):
+        shown = tuple(messages[max(0, end - window):end])
+        index = build_index(shown, previous)
+        reference = _reference_index(shown)
+        assert index.doc_freq == reference.doc_freq
+        assert index.docs == reference.docs
+        assert rank(index, query, 3, 0.0) == _reference_rank(reference, query, 3, 0.0)
+        previous = index

@@ -399,3 +399,47 @@ async def test_a_task_being_cancelled_takes_no_further_event():
     assert type(first).__name__ == "ResponseEvent"
     assert type(second).__name__ == "ResponseEvent" and second.degraded == []
     assert recorder.tasks[0][1] != recorder.tasks[1][1]
+
+
+class CancelsOwnTaskAfter:
+    """Yields ``turns`` times, then asks for its own task's cancellation as the event ends."""
+
+    name = "cancels"
+    kind = ExecutionKind.ASYNC
+    stage = Stage.ANALYSIS
+    timeout_s = 5.0
+
+    def __init__(self, turns: int) -> None:
+        self.turns = turns
+
+    async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        for _ in range(self.turns):
+            await asyncio.sleep(0)
+        if context.event.event_id == "e0":
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+        return {}
+
+
+@pytest.mark.parametrize("turns", range(6))
+async def test_stop_tells_the_sink_of_an_event_whose_task_never_started(turns):
+    """A stop may cancel a task created for an event before the task's first step (here: the
+    next session's event, started as e0 ends with its own task's cancellation pending): the
+    task's body never runs, yet the event must still end, failed, with its lane freed."""
+    from schemas.events import ChatEvent
+    from stream.app.wiring import build_engine
+    from stream.settings import load_settings
+
+    engine = build_engine(load_settings(max_in_flight=1), processors=[CancelsOwnTaskAfter(turns)])
+    await engine.start()
+    loop = asyncio.get_running_loop()
+    waiters = []
+    for i, user in enumerate(("a", "b")):
+        waiter = loop.create_future()
+        engine.submit(ChatEvent(event_id=f"e{i}", bot_id="x", channel_id="c", user_id=user,
+                                content="hi"), waiter=waiter)
+        waiters.append(waiter)
+    await engine.stop(0.0)
+    await asyncio.wait(waiters, timeout=2.0)
+    assert all(waiter.done() for waiter in waiters) and engine.buffered == 0

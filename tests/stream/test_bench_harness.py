@@ -1,0 +1,55 @@
+"""The bench's drain wait, on the real broker: it counts what is on the response topic exactly
+(the embedded broker's ``end_offsets`` lag a batch behind) without fetching it all meanwhile."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from stream.devtools.bench.harness import _wait_for_responses
+from stream.kafka.topics import ensure_topics
+
+pytestmark = pytest.mark.kafka
+
+
+class StillRunning:
+    """A member process that has not exited."""
+
+    def poll(self) -> None:
+        return None
+
+
+async def _publish_in_batches(settings, batches: int, per_batch: int) -> None:  # type: ignore[no-untyped-def]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for batch in range(batches):
+            for i in range(per_batch):
+                await producer.send(settings.response_topic, orjson.dumps(
+                    {"in_reply_to": f"e{batch}-{i}"}), key=f"c{i % 7}".encode())
+            await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_the_drain_wait_sees_every_record_of_the_last_batches(settings_for):
+    settings = settings_for()
+    await ensure_topics(settings)
+    await _publish_in_batches(settings, batches=3, per_batch=50)
+    responses = await _wait_for_responses(settings, 150, 30, [StillRunning()])  # type: ignore[list-item]
+    assert sorted(r["in_reply_to"] for r in responses.values) == sorted(
+        f"e{b}-{i}" for b in range(3) for i in range(50))
+    assert len(responses.timestamps_ms) == 150
+
+
+async def test_the_drain_wait_ends_at_its_deadline_with_what_there_is(settings_for):
+    settings = settings_for()
+    await ensure_topics(settings)
+    await _publish_in_batches(settings, batches=1, per_batch=20)
+    started = time.monotonic()
+    responses = await _wait_for_responses(settings, 21, 1.0, [StillRunning()])  # type: ignore[list-item]
+    assert len(responses.values) == 20
+    assert time.monotonic() - started < 30  # the 1 s deadline, and reading 20 records back
