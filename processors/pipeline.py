@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_NO_UPDATE = SessionUpdate()  # frozen: one shared instance for events that change nothing
+
 PipelineResult = tuple[str | None, dict[str, ProcessorOutcome], list[str]]
 
 
@@ -173,9 +175,10 @@ class ProcessorPipeline:
                     outcome = await self._finish_step(processor, context, resilient, outcome)
                 outcomes[processor.name] = outcome
         analysis = {n: o.data for n, o in outcomes.items() if o.status is ProcessorStatus.OK}
-        # Built directly: dataclasses.replace walks the fields on every event.
-        compose_context = ProcessorContext(event=context.event, session=context.session,
-                                           analysis=analysis)
+        # Built directly: dataclasses.replace walks the fields on every event. Without
+        # analysis the composers see the context as it came.
+        compose_context = context if not analysis and not context.analysis else \
+            ProcessorContext(event=context.event, session=context.session, analysis=analysis)
         reply: str | None = None
         for processor in self._compose:  # in order: a later composer may override the reply
             outcome = self._try_step(processor, compose_context, resilient)
@@ -191,7 +194,7 @@ class ProcessorPipeline:
     def session_update(self, outcomes: dict[str, ProcessorOutcome]) -> SessionUpdate:
         """The merged session updates of the processors that declare one (``UpdatesSession``),
         from their ok outcomes, in processor order."""
-        update = SessionUpdate()
+        update = _NO_UPDATE
         for processor in self._session_writers:
             outcome = outcomes.get(processor.name)
             if outcome is not None and outcome.status is ProcessorStatus.OK:

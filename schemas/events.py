@@ -37,13 +37,13 @@ class Priority(StrEnum):
     NORMAL = "normal"
     LOW = "low"
 
-    @property
-    def rank(self) -> int:
-        """0 for critical … 3 for low: lower runs first."""
-        return _PRIORITY_RANK[self]
+    rank: int  # 0 for critical … 3 for low: lower runs first (set below, once per member)
 
 
-_PRIORITY_RANK = {p: i for i, p in enumerate(Priority)}
+# A plain attribute, not a property: the scheduler reads it several times per event.
+for _rank, _priority in enumerate(Priority):
+    _priority.rank = _rank
+del _rank, _priority
 
 
 class MessageType(StrEnum):

@@ -106,7 +106,11 @@ def _folded(text: str) -> str:
 def may_be_crisis(text: str) -> bool:
     """False only when ``text`` cannot match the crisis patterns (a cheap prefilter)."""
     folded = _folded(text)
-    return any(trigger in folded for trigger in _CRISIS_TRIGGERS)
+    # A loop, not any() over a generator: that costs a resume per word (0.7 against 1.1 us).
+    for trigger in _CRISIS_TRIGGERS:  # noqa: SIM110
+        if trigger in folded:
+            return True
+    return False
 
 
 def is_crisis(text: str) -> bool:

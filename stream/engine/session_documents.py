@@ -49,7 +49,7 @@ _WHOLE_DOCUMENT_VERSION = 1
 _SLOT_VERSIONS = (_HEADER_AND_SLOTS_VERSION, DOCUMENT_VERSION)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per answer, and a frozen init costs a call per field
 class SessionRecords:
     """What one answer writes: the session's header and, when it has one, its newest message
     (in ``slot``). Documents to be encoded by orjson."""
