@@ -112,7 +112,6 @@ class OrderedBatches:
         if lane is None:
             tp = TopicPartition(delivery.topic, delivery.partition)
             lane = self._lanes[tp] = _Lane(tp)
-        self._idle.clear()
         self.waiting += 1
         key = delivery.key
         callbacks = [on_done]
@@ -121,14 +120,18 @@ class OrderedBatches:
             if earlier is not None:  # superseded: its callers wait for this record instead
                 callbacks = earlier.callbacks + callbacks
                 earlier.callbacks, earlier.live = [], False
-        entry = _Entry(delivery, callbacks, _size(delivery))
+        size = len(key or b"") + len(delivery.value or b"")
+        if delivery.headers:
+            size += _headers_size(delivery.headers)
+        entry = _Entry(delivery, callbacks, size)
         lane.queued.append(entry)
         if key is not None:
             if coalesce:
                 lane.by_key[key] = entry
             elif lane.by_key:  # a later value must not jump over this record of its key
                 lane.by_key.pop(key, None)
-        if not lane.sending:
+        if not lane.sending:  # the idle event is set only once no lane is sending
+            self._idle.clear()
             lane.sending = True
             self._sending += 1
             task = asyncio.get_running_loop().create_task(self._send_lane(lane))
@@ -241,8 +244,8 @@ class OrderedBatches:
                     log.exception("publish callback failed")
 
 
-def _size(delivery: Delivery) -> int:
-    size = len(delivery.key or b"") + len(delivery.value or b"")
-    for name, value in delivery.headers:
+def _headers_size(headers: Sequence[tuple[str, bytes]]) -> int:
+    size = 0
+    for name, value in headers:
         size += len(name) + len(value)
     return size
