@@ -153,14 +153,20 @@ def test_the_sliding_index_ranks_exactly_as_one_built_from_scratch(contents, que
     before, has the document frequencies and gives the ranking of an index built anew."""
     at = datetime(2026, 1, 1, tzinfo=UTC)
     messages = [HistoryMessage(f"e{i}", text, at) for i, text in enumerate(contents)]
+    _slides_as_from_scratch(messages, queries, step, window, min_score=0.1)
+
+
+def _slides_as_from_scratch(messages: list[HistoryMessage], queries: list[str], step: int,
+                            window: int, min_score: float) -> None:
     previous = None
     for end in range(0, len(messages) + 1, step):
         shown = tuple(messages[max(0, end - window):end])
         index = build_index(shown, previous)
         reference = _reference_index(shown)
-        assert index.doc_freq == reference.doc_freq
+        assert index.docs == reference.docs and index.doc_freq == reference.doc_freq
         for query in queries:
-            assert rank(index, query, 3, 0.1) == _reference_rank(reference, query, 3, 0.1)
+            assert rank(index, query, 3, min_score) == _reference_rank(reference, query, 3,
+                                                                        min_score)
         previous = index
 
 
@@ -189,12 +195,4 @@ def test_a_redelivered_event_twice_in_the_history_slides_as_from_scratch(draws, 
     messages: list[HistoryMessage] = []
     for i, (text, again) in enumerate(draws):
         messages.append(messages[-1] if again and messages else HistoryMessage(f"e{i}", text, at))
-    previous = None
-    for end in range(0, len(messages) + 1, step):
-        shown = tuple(messages[max(0, end - window):end])
-        index = build_index(shown, previous)
-        reference = _reference_index(shown)
-        assert index.doc_freq == reference.doc_freq
-        assert index.docs == reference.docs
-        assert rank(index, query, 3, 0.0) == _reference_rank(reference, query, 3, 0.0)
-        previous = index
+    _slides_as_from_scratch(messages, [query], step, window, min_score=0.0)
