@@ -29,7 +29,7 @@ from schemas.codec import DecodeError, decode_event
 from schemas.events import ChatEvent
 from stream.engine.sink import Sink
 from stream.engine.work import WorkItem
-from stream.kafka.backpressure import Backpressure
+from stream.kafka.backpressure import Backpressure, starving_limit
 from stream.kafka.batches import OrderedBatches
 from stream.kafka.changelog import Changelog
 from stream.kafka.config import consumer_config, producer_config
@@ -168,6 +168,9 @@ class StreamRunner:
             if changelog is not None:
                 await _check_copartitioned(consumer, self.settings)
             self._backpressure = Backpressure(consumer, self.settings.max_buffered, self.counters)
+            if (starving := starving_limit(self.settings.max_buffered,
+                                           self.settings.max_in_flight)) is not None:
+                log.warning(starving)
             self._membership = Membership(consumer, self.engine, self.ledger, self.readiness,
                                           self._backpressure,
                                           self.settings.rebalance_timeout_seconds)
