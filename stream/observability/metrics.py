@@ -4,12 +4,19 @@ per-event path only pays for the two latency histograms."""
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from stream.kafka.member import StreamRunner
@@ -21,13 +28,13 @@ class LatencyMetrics:
     """End-to-end (record timestamp -> response acknowledged) and processing latency."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.end_to_end = Histogram(
+        self.end_to_end = BucketCounts(
             "chatstream_end_to_end_latency_seconds",
-            "From the inbound record's timestamp to the response's acknowledgement",
-            registry=registry, buckets=_LATENCY_BUCKETS)
-        self.processing = Histogram(
-            "chatstream_processing_latency_seconds", "Time in the processor pipeline",
-            registry=registry, buckets=_LATENCY_BUCKETS)
+            "From the inbound record's timestamp to the response's acknowledgement")
+        self.processing = BucketCounts(
+            "chatstream_processing_latency_seconds", "Time in the processor pipeline")
+        registry.register(self.end_to_end)
+        registry.register(self.processing)
 
     def observe(self, end_to_end_s: float | None, processing_s: float) -> None:
         """One answered event (the sink's ``LatencyObserver``); a record without a usable
@@ -35,6 +42,35 @@ class LatencyMetrics:
         if end_to_end_s is not None and end_to_end_s >= 0:
             self.end_to_end.observe(end_to_end_s)
         self.processing.observe(processing_s)
+
+
+class BucketCounts(Collector):
+    """A histogram counted per bucket as it is observed and made cumulative when scraped, in
+    prometheus_client's exposition (``_bucket`` with ``le``, ``_sum``, ``_count``).
+
+    Every answered event observes two: ``prometheus_client.Histogram.observe`` takes a lock
+    and walks the buckets in Python (1.3 us for the pair), this is a bisect and an increment
+    (0.3 us). Not thread-safe: observed and scraped on the event loop's thread."""
+
+    def __init__(self, name: str, documentation: str,
+                 buckets: tuple[float, ...] = _LATENCY_BUCKETS) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative, total = [], 0
+        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            total += count
+            cumulative.append((floatToGoString(bound), total))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=cumulative,
+                                    sum_value=self.sum)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
