@@ -53,3 +53,26 @@ async def test_the_drain_wait_ends_at_its_deadline_with_what_there_is(settings_f
     responses = await _wait_for_responses(settings, 21, 1.0, [StillRunning()])  # type: ignore[list-item]
     assert len(responses.values) == 20
     assert time.monotonic() - started < 30  # the 1 s deadline, and reading 20 records back
+
+
+def test_no_collection_runs_while_the_bench_measures():
+    import gc
+
+    from stream.devtools.bench.harness import without_collections
+
+    runs: list[int] = []
+
+    def note(phase: str, info: dict) -> None:  # type: ignore[type-arg]
+        if phase == "start":
+            runs.append(info["generation"])
+
+    with without_collections():
+        gc.callbacks.append(note)
+        try:
+            for _ in range(50_000):  # well past every threshold: a cycle each
+                cycle: list[object] = []
+                cycle.append(cycle)
+            assert not gc.isenabled() and runs == []
+        finally:
+            gc.callbacks.remove(note)
+    assert gc.isenabled() and gc.get_freeze_count() == 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import resource
 import signal
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,7 @@ from stream.kafka.topics import ensure_topics
 from stream.settings import Settings, load_settings, placement_environment
 
 __all__ = ["Members", "ResponseReader", "Responses", "Run", "bench_settings", "member_env",
-           "offer", "preload", "read_responses", "run_children"]
+           "offer", "preload", "read_responses", "run_children", "without_collections"]
 
 _REFERENCE = [sys.executable, "-m", "stream.devtools.bench.reference"]
 
@@ -87,6 +88,22 @@ async def preload(settings: Settings, events: Iterable[Mapping[str, Any]]) -> li
         await producer.stop()
     return ids
 
+
+
+@contextlib.contextmanager
+def without_collections() -> Iterator[None]:
+    """No garbage collection in the bench process meanwhile: it sends the load and notes when
+    each response arrives, so a pause of its own would count as the members' latency (full
+    collections of the bench's own data took up to 80 ms during a 10 s latency run). What
+    exists already is frozen out of later collections too; garbage made meanwhile waits."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 @dataclass
 class Responses:

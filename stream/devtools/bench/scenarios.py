@@ -27,6 +27,7 @@ from stream.devtools.bench.harness import (
     reference_command,
     run_children,
     wait_for_group,
+    without_collections,
 )
 from stream.observability.stats import percentile
 from stream.settings import Settings
@@ -215,8 +216,9 @@ async def offered(bootstrap: str, events: list[dict[str, Any]], rate: float,
         workers = int(env.get("CHATSTREAM_WORKERS", "1"))
         ready = ready and await wait_for_group(settings, workers)
         note(f"offering {len(events)} events at {rate:.0f}/s (member ready: {ready})")
-        sent_at = await offer(settings, events, rate)
-        await reader.wait_for(len(events) + 1, settle_s, members)  # + the readiness probe
+        with without_collections():
+            sent_at = await offer(settings, events, rate)
+            await reader.wait_for(len(events) + 1, settle_s, members)  # + the readiness probe
         received = dict(reader.received_at)
     run = await members.stop()
     return sent_at, received, {"cpu_s": round(run.cpu_s, 2),
