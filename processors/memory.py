@@ -48,8 +48,8 @@ def build_index(messages: tuple[HistoryMessage, ...],
                 previous: SessionIndex | None = None) -> SessionIndex:
     """Index ``messages`` (pure). Documents already in ``previous`` are reused and its document
     frequencies updated by what joined and left, so a session's index costs only the changed
-    messages as its window slides. An event may show twice (answered again after a restore,
-    under the same id): it counts as often as it shows, as in an index built anew."""
+    messages as its window slides. When an id shows more than once (an event answered again
+    after a restore shows twice in its history), the index is built anew instead."""
     known = dict(zip(previous.ids, previous.docs, strict=True)) if previous is not None else {}
     docs = tuple([
         known.get(m.event_id) or _Doc(m.event_id, m.content, term_counts(m.content))
@@ -61,15 +61,10 @@ def build_index(messages: tuple[HistoryMessage, ...],
             doc_freq.update(doc.counts.keys())
         return SessionIndex(docs, dict(doc_freq))
     kept = {doc.event_id for doc in docs}
+    if len(kept) < len(docs) or len(known) < len(previous.docs):
+        # An id shows twice (rare): built anew, as which copy left or stayed is not known by id.
+        return build_index(messages)
     frequencies = dict(previous.doc_freq)
-    if len(kept) < len(docs) or len(known) < len(previous.docs):  # an id shows twice: rare
-        before, after = Counter(previous.ids), Counter([doc.event_id for doc in docs])
-        for event_id, times in (before - after).items():
-            _shift(frequencies, known[event_id].counts, -times)
-        by_id = {doc.event_id: doc for doc in docs}
-        for event_id, times in (after - before).items():
-            _shift(frequencies, by_id[event_id].counts, times)
-        return SessionIndex(docs, frequencies)
     for doc in previous.docs:
         if doc.event_id not in kept:
             _shift(frequencies, doc.counts, -1)

@@ -230,8 +230,10 @@ class ConcurrentConversationManager:
         if task in self._begun:
             self._begun.discard(task)
         else:  # cancelled before its first step: nothing told the sink, the lane is held
-            self._sink.failed(item, asyncio.CancelledError())
-            self._finished(item)
+            try:
+                self._sink.failed(item, asyncio.CancelledError())
+            finally:
+                self._finished(item)
 
     # -- processing --------------------------------------------------------------------------
 

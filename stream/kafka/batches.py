@@ -156,6 +156,9 @@ class OrderedBatches:
             self._report(lane.queued, ProducerClosed())
             lane.queued, lane.by_key = [], {}
         self._lanes.clear()
+        # A sender cancelled before its first step never ran its clean-up: nothing sends now.
+        self._sending = 0
+        self._idle.set()
 
     # -- one partition's sender ------------------------------------------------------------
 

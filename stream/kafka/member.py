@@ -168,8 +168,8 @@ class StreamRunner:
             if changelog is not None:
                 await _check_copartitioned(consumer, self.settings)
             self._backpressure = Backpressure(consumer, self.settings.max_buffered, self.counters)
-            if (starving := starving_limit(self.settings.max_buffered,
-                                           self.settings.max_in_flight)) is not None:
+            if self.settings.enable_concurrent_manager and (starving := starving_limit(
+                    self.settings.max_buffered, self.settings.max_in_flight)) is not None:
                 log.warning(starving)
             self._membership = Membership(consumer, self.engine, self.ledger, self.readiness,
                                           self._backpressure,
@@ -290,7 +290,8 @@ async def _check_copartitioned(consumer: AIOKafkaConsumer, settings: Settings) -
     """Refuse to start when the changelog cannot hold each inbound partition's sessions in the
     partition of the same number: publishing to a partition that does not exist would be
     retried forever and stall every answer."""
-    await consumer.topics()  # refreshes the metadata the next two lines read
+    # The metadata ``consumer.start`` read of every topic that existed then: topics are made
+    # before members start (``chatstream topics ensure``).
     inbound = consumer.partitions_for_topic(settings.inbound_topic)
     changelog = consumer.partitions_for_topic(settings.changelog_topic)
     if not changelog:

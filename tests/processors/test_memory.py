@@ -196,3 +196,16 @@ def test_a_redelivered_event_twice_in_the_history_slides_as_from_scratch(draws, 
     for i, (text, again) in enumerate(draws):
         messages.append(messages[-1] if again and messages else HistoryMessage(f"e{i}", text, at))
     _slides_as_from_scratch(messages, [query], step, window, min_score=0.0)
+
+
+def test_two_messages_under_one_id_never_break_the_sliding_index():
+    """A client reusing an event id: whatever copy leaves, the index is the one built anew
+    (no negative or missing frequency, so scoring never raises)."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    alpha, beta = HistoryMessage("x", "alpha", at), HistoryMessage("x", "beta", at)
+    gamma = HistoryMessage("y", "gamma", at)
+    first = build_index((alpha, beta))
+    for later in ((beta, gamma), (), (gamma,), (alpha, beta, gamma)):
+        index = build_index(later, first)
+        assert index == _reference_index(later)
+        scores(index, "alpha beta gamma", 0.0)

@@ -160,6 +160,17 @@ async def test_close_reports_what_is_left_as_producer_closed():
     assert queue.waiting == 0
 
 
+
+async def test_close_before_a_sender_starts_still_leaves_nothing_to_flush():
+    """A sender cancelled before its first step never runs its clean-up; ``close`` reports
+    its record and a later ``flush`` returns at once instead of waiting out its timeout."""
+    queue, _, _ = batches()
+    reports = Reports()
+    queue.add(delivery("never sent"), reports.of("never sent"))
+    await queue.close()
+    assert [n for n, _ in reports.heard] == ["never sent"] and queue.waiting == 0
+    assert await queue.flush(0.05)
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3), st.booleans()), max_size=40),
        st.lists(st.booleans(), max_size=10), st.integers(1, 4))
