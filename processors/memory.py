@@ -83,6 +83,7 @@ def _shift(frequencies: dict[str, int], terms: Iterable[str], by: int) -> None:
         else:
             del frequencies[term]
 
+
 def cosine(left: dict[str, float], right: dict[str, float]) -> float:
     """Cosine similarity of two sparse vectors; 0.0 if either is empty. Each sum is a plain
     running total in iteration order (``sum()`` compensates its rounding from Python 3.12 on),

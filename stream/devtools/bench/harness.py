@@ -8,7 +8,7 @@ Rules, in the order they apply:
    time and peak RSS come from ``getrusage(RUSAGE_CHILDREN)``.
 3. A run is over when every record's response is on the response topic, or at its deadline
    (every wait is bounded); the member is then stopped with SIGTERM. Meanwhile the bench
-   watches the topic's end offsets only; the responses are read back once it is over.
+   watches only the topic's high watermarks; the responses are read back once it is over.
 4. The steady rate is responses / (last - first response timestamp): the group join and the
    start-up are not in it. Timestamps are the producer's create times, set at send.
 """
@@ -89,7 +89,6 @@ async def preload(settings: Settings, events: Iterable[Mapping[str, Any]]) -> li
     return ids
 
 
-
 @contextlib.contextmanager
 def without_collections() -> Iterator[None]:
     """No garbage collection in the bench process meanwhile: it sends the load and notes when
@@ -104,6 +103,7 @@ def without_collections() -> Iterator[None]:
     finally:
         gc.enable()
         gc.unfreeze()
+
 
 @dataclass
 class Responses:
