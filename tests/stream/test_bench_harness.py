@@ -1,6 +1,7 @@
 """The bench harness: the drain wait, on the real broker, counts what is on the response topic
 exactly (the embedded broker's ``end_offsets`` lag a batch behind) without fetching it all
-meanwhile; a timed run collects no garbage in the bench process."""
+meanwhile; a timed run collects no garbage in the bench process; the two references a member
+is measured against (the minimal loop and the relay) answer every event, in order per channel."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream.devtools.bench.harness import _wait_for_responses
+from stream.devtools.bench.harness import (
+    _wait_for_responses,
+    member_env,
+    preload,
+    reference_command,
+    relay_command,
+    run_children,
+)
+from stream.devtools.bench.scenarios import backlog, positions
 from stream.kafka.topics import ensure_topics
 
 
@@ -77,3 +86,18 @@ def test_no_collection_runs_while_the_bench_measures():
         finally:
             gc.callbacks.remove(note)
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("command", [reference_command, relay_command],
+                         ids=["minimal loop", "relay"])
+async def test_a_reference_answers_every_event_once_in_order_per_channel(settings_for, command):  # type: ignore[no-untyped-def]
+    settings = settings_for()
+    events = backlog(600, 30, seed=3)
+    await preload(settings, events)
+    responses, run = await run_children([command()], member_env(settings), settings,
+                                        len(events), timeout_s=60)
+    assert run.exit_codes == [0]
+    assert sorted(r["in_reply_to"] for r in responses.values) == sorted(
+        str(e["event_id"]) for e in events)
+    assert responses.order_violations(positions(events)) == 0

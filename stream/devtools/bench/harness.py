@@ -39,9 +39,11 @@ from stream.kafka.topics import ensure_topics
 from stream.settings import Settings, load_settings, placement_environment
 
 __all__ = ["Members", "ResponseReader", "Responses", "Run", "bench_settings", "member_env",
-           "offer", "preload", "read_responses", "run_children", "without_collections"]
+           "offer", "preload", "read_responses", "reference_command", "relay_command",
+           "run_children", "without_collections"]
 
 _REFERENCE = [sys.executable, "-m", "stream.devtools.bench.reference"]
+_RELAY = [sys.executable, "-m", "stream.devtools.bench.relay"]
 
 
 def bench_settings(bootstrap: str, partitions: int = 8, **overrides: Any) -> Settings:
@@ -359,5 +361,11 @@ async def _high_watermarks(consumer: AIOKafkaConsumer, partitions: list[TopicPar
 
 
 def reference_command() -> list[str]:
+    """The minimal sequential aiokafka loop (``reference``)."""
     return list(_REFERENCE)
+
+
+def relay_command() -> list[str]:
+    """The relay that forwards each record at once: the broker's latency floor (``relay``)."""
+    return list(_RELAY)
 
