@@ -188,16 +188,25 @@ async def io_bound(note: Note, profile_dir: Path | None = None) -> ScenarioResul
                     profile=profile)
                 result.rows.append({"run": f"{engine}, 20 ms x U({1 - float(jitter):g}, "
                                            f"{1 + float(jitter):g})", **figures})
-        note(f"io-bound: concurrent, jitter 0.5, {workers} workers")
-        shipped = await drain(broker.bootstrap_servers, backlog(20_000, 1_000),
-                              env_for("concurrent", "0.5"), 120,
-                              [*member_command(), "--workers", str(workers)])
-    result.rows.append({"run": f"concurrent, 20 ms x U(0.5, 1.5), {workers} workers", **shipped})
+        shipped: dict[str, dict[str, Any]] = {}
+        for engine, count in (("concurrent", 20_000), ("basic", 2_000)):
+            note(f"io-bound: {engine}, jitter 0.5, {workers} workers")
+            shipped[engine] = await drain(broker.bootstrap_servers, backlog(count, 1_000),
+                                          env_for(engine, "0.5"), 120,
+                                          [*member_command(), "--workers", str(workers)])
+            result.rows.append({"run": f"{engine}, 20 ms x U(0.5, 1.5), {workers} workers",
+                                **shipped[engine]})
     rate, basic = runs["concurrent", "0.5"]["steady_rate"], runs["basic", "0.5"]["steady_rate"]
     result.target("io-bound jittered: concurrent rate, 1 worker", rate, 10_000, unit="ev/s")
     result.target(f"io-bound jittered: concurrent rate, {workers} workers",
-                  shipped["steady_rate"], 10_000, unit="ev/s")
-    result.target("io-bound jittered: concurrent / basic", rate / max(basic, 1e-9), 50, unit="x")
+                  shipped["concurrent"]["steady_rate"], 10_000, unit="ev/s")
+    result.target("io-bound jittered: concurrent / basic, 1 worker", rate / max(basic, 1e-9), 50,
+                  unit="x")
+    # The basic path waits on each partition's step in turn, so more members do not speed it
+    # up; the ratio as shipped sets both engines at the same worker count all the same.
+    result.target(f"io-bound jittered: concurrent / basic, {workers} workers",
+                  shipped["concurrent"]["steady_rate"]
+                  / max(shipped["basic"]["steady_rate"], 1e-9), 50, unit="x")
     result.target("io-bound: order violations (all runs)",
                   sum(row["order_violations"] for row in result.rows), 0, higher_is_better=False)
     return result
