@@ -8,9 +8,18 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from infra.broker import EmbeddedBroker
 from stream.settings import Settings, load_settings
+
+# An example passes or fails by what it shows, not by how long a loaded machine takes to run
+# or to generate it: no per-example deadline (hypothesis' default is 200 ms), and no
+# too-slow health check.
+hypothesis_settings.register_profile("chatstream", deadline=None,
+                                     suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("chatstream")
 
 
 class BrokerHandle:

@@ -44,7 +44,7 @@ from stream.observability.counters import EventCounters
 from stream.observability.tracing import mark_error, start_process_span, tracing_on
 from stream.settings import Settings
 
-__all__ = ["Engine", "EngineFactory", "PartitionLag", "StreamRunner"]
+__all__ = ["SHUTDOWN_GRACE_S", "Engine", "EngineFactory", "PartitionLag", "StreamRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,20 @@ T = TypeVar("T")
 # Records taken between two turns of the event loop (measured: 32 doubled the passthrough rate
 # over a whole fetch at once, and kept less in memory).
 _RECORDS_BETWEEN_PAUSES = 32
+
+# A stop's steps beyond the drain, each bounded, so that a stop with the broker away still ends:
+# the fetch under way when the signal came, then after the drain deadline a short grace each for
+# the engine's stop, the last publishes, the dead letters and the final commit, and at most a
+# second each for the consumer (leaving the group) and the producer.
+_FETCH_WAIT_S = 0.2
+_ENGINE_GRACE_S = 0.5
+_FLUSH_GRACE_S = 0.1
+_DEAD_LETTER_GRACE_S = 0.1
+_COMMIT_GRACE_S = 0.5
+_CLIENT_STOP_S = 1.0
+SHUTDOWN_GRACE_S = (_FETCH_WAIT_S + _ENGINE_GRACE_S + _FLUSH_GRACE_S + _DEAD_LETTER_GRACE_S
+                    + _COMMIT_GRACE_S + 2 * _CLIENT_STOP_S)
+"""The most a member's stop takes beyond ``CHATSTREAM_SHUTDOWN_TIMEOUT_SECONDS``."""
 
 
 class Engine(Protocol):
@@ -186,7 +200,7 @@ class StreamRunner:
                 watchdog.cancel()
                 await self._shut_down(consumer)
         finally:
-            await _bounded(producer.stop(), 1.0, "producer stop")
+            await _bounded(producer.stop(), _CLIENT_STOP_S, "producer stop")
 
     async def _consume_until(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None and self._backpressure is not None
@@ -195,10 +209,10 @@ class StreamRunner:
         stop_waiter = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
-                # Not raced with stop: getmany returns within its 200 ms whatever the broker
+                # Not raced with stop: getmany returns within its wait whatever the broker
                 # does, and a task per fetch would cost more than that bounded wait.
-                fetched = await self._consumer.getmany(
-                    timeout_ms=200, max_records=self.settings.max_poll_records)
+                fetched = await self._consumer.getmany(timeout_ms=int(_FETCH_WAIT_S * 1000),
+                                                       max_records=self.settings.max_poll_records)
                 await self._take_all(fetched)
                 self._backpressure.apply(self.engine.buffered + self._sink.in_flight)
                 if time.monotonic() >= next_commit:
@@ -270,16 +284,18 @@ class StreamRunner:
         # Stop (its short grace period may still complete events) before the final commit,
         # so every acknowledged response counts; then wait for dead letters, including those
         # of events that failed during the grace period.
-        await self.engine.stop(timeout_s=0.5)
-        await self._sink.flush(max(0.1, deadline - time.monotonic()))
-        await self._sink.wait_for_dead_letters(max(0.1, deadline - time.monotonic()))
-        await self.commit(timeout_s=max(0.5, deadline - time.monotonic()))
+        await self.engine.stop(timeout_s=_ENGINE_GRACE_S)
+        await self._sink.flush(max(_FLUSH_GRACE_S, deadline - time.monotonic()))
+        await self._sink.wait_for_dead_letters(max(_DEAD_LETTER_GRACE_S,
+                                                   deadline - time.monotonic()))
+        await self.commit(timeout_s=max(_COMMIT_GRACE_S, deadline - time.monotonic()))
         if not drained:
             log.warning("shutdown timeout: %d events left unanswered and uncommitted",
                         self.engine.buffered)
         await self._sink.close()
         self.readiness.set_member(False)
-        await _bounded(consumer.stop(), max(1.0, deadline - time.monotonic()), "consumer stop")
+        await _bounded(consumer.stop(), max(_CLIENT_STOP_S, deadline - time.monotonic()),
+                       "consumer stop")
 
 
 class ChangelogMismatch(RuntimeError):

@@ -64,11 +64,12 @@ async def test_an_expired_session_leaves_a_tombstone_and_is_not_restored(setting
         async with asyncio.timeout(20):
             while len(runner.engine.sessions) if runner.engine else 0:  # type: ignore[attr-defined]
                 await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # the tombstone is written in the background
+        # The tombstones are written in the background: the marker's and the slot's.
+        await changelog_records(settings, at_least=4)
     async with running_chatstream(settings) as runner:
         (after,) = await answer(settings, runner, [turn(1, "hello again", user="idle")])
     assert after["analysis"]["memory"]["data"]["history_size"] == 0
-    records = await changelog_records(settings)
+    records = await changelog_records(settings, at_least=6)
     # The first turn's incarnation marker and slot (its message with the header), their
     # tombstones on expiry, then the new conversation's marker and first slot.
     keys = [key for key, _ in records]
@@ -77,14 +78,23 @@ async def test_an_expired_session_leaves_a_tombstone_and_is_not_restored(setting
     assert records[0][1] != records[4][1]  # another incarnation
 
 
-async def changelog_records(settings: Settings) -> list[tuple[bytes | None, bytes | None]]:
+async def changelog_records(settings: Settings, at_least: int, timeout_s: float = 30
+                            ) -> list[tuple[bytes | None, bytes | None]]:
+    """The changelog's records from the start: read until there are ``at_least`` (or the
+    deadline), then for a moment more, so that a record too many is seen too."""
     consumer = AIOKafkaConsumer(settings.changelog_topic,
                                 bootstrap_servers=settings.kafka_bootstrap_servers,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
+    found: list[tuple[bytes | None, bytes | None]] = []
     try:
-        batches = await consumer.getmany(timeout_ms=2000)
-        return [(r.key, r.value) for records in batches.values() for r in records]
+        deadline = time.monotonic() + timeout_s
+        while len(found) < at_least and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            found += [(r.key, r.value) for records in batches.values() for r in records]
+        batches = await consumer.getmany(timeout_ms=500)
+        found += [(r.key, r.value) for records in batches.values() for r in records]
+        return found
     finally:
         await consumer.stop()
 

@@ -92,26 +92,37 @@ def test_script_without_main_guard_runs_once_and_answers_emotion_ok(tmp_path):
 @dataclass
 class WorkerPid:
     """Reports the pid of the worker process that ran it, after holding that worker for
-    ``hold_s`` (long enough for a kill to land inside a call)."""
+    ``hold_s`` (long enough for a kill to land inside a call). With ``calls_dir``, each call
+    first leaves a file there, so a test can see that a call has begun in the worker."""
 
     name: str = "worker_pid"
     kind: ExecutionKind = ExecutionKind.PROCESS
     stage: Stage = Stage.ANALYSIS
     timeout_s: float = 20.0
     hold_s: float = 0.1
+    calls_dir: str = ""
 
     def process(self, context: ProcessorContext) -> dict[str, Any]:
+        if self.calls_dir:
+            Path(self.calls_dir, f"{context.event.event_id}.call").touch()
         time.sleep(self.hold_s)
         return {"pid": os.getpid()}
 
 
-async def test_sigkilled_worker_is_replaced_and_later_events_get_emotion_ok(caplog):
+async def _until_a_call_begins(calls_dir: Path, seen: int, timeout_s: float = 30) -> None:
+    async with asyncio.timeout(timeout_s):
+        while len(list(calls_dir.iterdir())) <= seen:
+            await asyncio.sleep(0.002)
+
+
+async def test_sigkilled_worker_is_replaced_and_later_events_get_emotion_ok(caplog, tmp_path):
     """SIGKILL of the pool's worker mid-run: the death is logged with its pid and signal, the pool
     is replaced, no event is lost, and events after it are answered by a new worker, emotion ok."""
     caplog.set_level(logging.ERROR, logger="processors.pool")
     manager = await create_concurrent_conversation_manager(
         max_worker_processes=1, processor_timeout_seconds=20, processor_kinds="emotion=process",
-        processors=[EmotionProcessor(timeout_s=20.0), WorkerPid()])
+        processors=[EmotionProcessor(timeout_s=20.0),
+                    WorkerPid(hold_s=0.2, calls_dir=str(tmp_path))])
     responses: list[Any] = []
     killed: int | None = None
 
@@ -124,12 +135,13 @@ async def test_sigkilled_worker_is_replaced_and_later_events_get_emotion_ok(capl
     asked = 0
     try:
         for i in range(20):
+            calls_before = len(list(tmp_path.iterdir()))
             batch = asyncio.gather(ask(2 * i), ask(2 * i + 1))
             asked += 2
             if i == 10:
                 # Inside this batch's calls (each holds the worker): their attempts fail
                 # over to the replacement pool.
-                await asyncio.sleep(0.03)
+                await _until_a_call_begins(tmp_path, calls_before)
                 killed = _pid_of(responses[-1])
                 assert killed is not None
                 os.kill(killed, signal.SIGKILL)

@@ -76,10 +76,10 @@ async def test_sigkill_and_restart_lose_nothing_and_bound_duplicates(pool_factor
     assert figures.order_violations == 0
     assert figures.mismatched_response_ids == []
     assert outside == [], f"{len(outside)} duplicates were not in flight at any kill"
-    assert figures.duplicates <= len(candidates)  # the bound itself; the share below is a
-    # sanity check whose size depends on how far behind a loaded machine runs at the kills
-    # (about 1% on an idle 2-core machine, 10% with two extra busy processes).
-    assert figures.duplicates < EVENTS * 0.2
+    # The bound itself. How many that is depends on how far behind a loaded machine runs at
+    # the kills (about 1% of the events on an idle 2-core machine, 10% with two extra busy
+    # processes), so the share is printed, not asserted.
+    assert figures.duplicates <= len(candidates)
     for member in members:
         assert member.alive(), member.log_tail()
 
