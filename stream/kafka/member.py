@@ -176,7 +176,7 @@ class StreamRunner:
             try:
                 await consumer.start()
             except BaseException:
-                await self.engine.stop(timeout_s=0.5)
+                await self.engine.stop(timeout_s=_ENGINE_GRACE_S)
                 raise
             self._consumer = consumer
             if changelog is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 from workers import (
+    STOP_MARGIN_S,
     Figures,
     OutputReader,
     SendLog,
@@ -22,13 +23,9 @@ from workers import (
 )
 
 from stream.devtools.bots import chat_events
-from stream.kafka.member import SHUTDOWN_GRACE_S
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
-# Beyond the shutdown timeout: the member's bounded closing steps, then the interpreter, the
-# pools and tracing closing on a loaded machine.
-MARGIN_S = SHUTDOWN_GRACE_S + 2.0
 AFTER = 300  # events sent while the successor runs
 
 
@@ -81,7 +78,7 @@ async def _stop_under_load(pool: WorkerPool, backlog: int, shutdown_timeout_s: f
 
 def _report(label: str, run: StopRun, timeout_s: float) -> None:
     print(f"\n[graceful/{label}] SIGTERM with a backlog of {run.backlog_at_signal}: exit "
-          f"{run.code} in {run.stop_s:.2f} s (limit {timeout_s + MARGIN_S:.0f} s); the stopped "
+          f"{run.code} in {run.stop_s:.2f} s (limit {timeout_s + STOP_MARGIN_S:.0f} s); the stopped "
           f"worker consumed {run.consumed}, answered {run.answered}; {run.figures.line()}")
 
 
@@ -95,7 +92,7 @@ async def test_sigterm_with_time_to_drain_exits_cleanly_without_duplicates(pool_
     run = await _stop_under_load(pool, backlog=1000, shutdown_timeout_s=5.0, seed=303)
     _report("drained", run, 5.0)
     assert run.code == 0
-    assert run.stop_s <= 5.0 + MARGIN_S
+    assert run.stop_s <= 5.0 + STOP_MARGIN_S
     assert run.backlog_at_signal > 0, "the worker was idle when stopped: nothing was tested"
     assert run.answered == run.consumed >= 200
     assert run.figures.lost == []
@@ -109,9 +106,8 @@ async def test_sigterm_cut_short_by_the_timeout_only_repeats_uncommitted_answers
     committed watermark, with the same response id."""
     pool = await pool_factory(partitions=8)
     # A 100 ms step with 16 in flight caps the worker at 160 events/s on any machine: the 2 s
-    # drain and its grace answer at most about 450, and however late the signal comes after
-    # the first 200 answers (the test waits while the backlog is still being produced), well
-    # over a thousand of the 2,500 are left.
+    # drain and its grace answer at most about 450, so even a signal coming seconds after the
+    # first 200 answers leaves well over a thousand of the 2,500.
     run = await _stop_under_load(pool, backlog=2500, shutdown_timeout_s=2.0, seed=313,
                                  CHATSTREAM_PROCESSOR_PLUGINS="stream.devtools.bench.steps:io_step",
                                  CHATSTREAM_BENCH_IO_MS="100", CHATSTREAM_MAX_IN_FLIGHT="16")
@@ -126,7 +122,7 @@ async def test_sigterm_cut_short_by_the_timeout_only_repeats_uncommitted_answers
     print(f"[graceful/cut short] answered above the committed watermark at the stop: "
           f"{len(repeatable)}")
     assert run.code == 0
-    assert run.stop_s <= 2.0 + MARGIN_S
+    assert run.stop_s <= 2.0 + STOP_MARGIN_S
     assert run.answered < run.consumed, "the drain finished: the timeout was not exercised"
     assert figures.lost == []
     assert figures.order_violations == 0

@@ -34,6 +34,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from infra.broker import free_loopback_port
 from stream.botkit.client import BotClient
+from stream.kafka.member import SHUTDOWN_GRACE_S
 from stream.kafka.topics import ensure_topics
 from stream.settings import Settings, load_settings, placement_environment
 
@@ -41,6 +42,10 @@ RELIABILITY_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = RELIABILITY_DIR.parents[1]
 CHATSTREAM = Path(sys.executable).parent / "chatstream"
 FENCE_HEADER = "chatstream.test.fence"
+# The most a stopped worker may take beyond its shutdown timeout: the member's bounded closing
+# steps, then the interpreter, the pools and tracing closing on a loaded machine. A stop that
+# waited on an absent broker instead would take a client's request timeout (40 s).
+STOP_MARGIN_S = SHUTDOWN_GRACE_S + 3.0
 
 # Group timings for tests (BROKER.md): failover after a SIGKILL takes ~5 s with 3 s sessions.
 BASE_ENV = {

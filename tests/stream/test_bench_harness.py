@@ -60,7 +60,7 @@ async def test_the_drain_wait_ends_at_its_deadline_with_what_there_is(settings_f
     await ensure_topics(settings)
     await _publish_in_batches(settings, batches=1, per_batch=20)
     started = time.monotonic()
-    # The deadline also covers the watching consumer's start and first fetch: 5 s of it.
+    # The deadline also covers the watching consumer's start and its first fetches: 5 s.
     responses = await _wait_for_responses(settings, 21, 5.0, [StillRunning()])  # type: ignore[list-item]
     assert len(responses.values) == 20
     assert time.monotonic() - started < 30  # the 5 s deadline, and reading 20 records back
@@ -102,3 +102,25 @@ async def test_a_reference_answers_every_event_once_in_order_per_channel(setting
     assert sorted(r["in_reply_to"] for r in responses.values) == sorted(
         str(e["event_id"]) for e in events)
     assert responses.order_violations(positions(events)) == 0
+
+
+def test_the_latency_trend_takes_the_offers_first_and_last_second_and_unanswered_as_endless():
+    import math
+
+    from stream.devtools.bench.scenarios import latency_trend
+
+    sent = {f"e{i}": i * 0.01 for i in range(300)}  # 3 s of offer, 100 events a second
+    received = {event: at + (0.005 if at < 1 else 0.050) for event, at in sent.items()}
+    assert latency_trend(sent, received) == {"p99_first_s_ms": 5.0, "p99_last_s_ms": 50.0}
+    del received["e299"]  # the last one sent is never answered
+    assert latency_trend(sent, received) == {"p99_first_s_ms": 5.0, "p99_last_s_ms": math.inf}
+    assert latency_trend({}, {}) == {"p99_first_s_ms": 0.0, "p99_last_s_ms": 0.0}
+
+
+def test_a_ratio_to_a_missing_or_zero_figure_is_left_empty():
+    from stream.devtools.bench.report import _cell
+    from stream.devtools.bench.scenarios import _ratio
+
+    assert _ratio(60.0, 40.0) == 1.5
+    assert _ratio(None, 40.0) is None and _ratio(60.0, None) is None and _ratio(60.0, 0.0) is None
+    assert _cell(None) == ""

@@ -14,7 +14,7 @@ import signal
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from stream.app.service import run_on_loop
+from stream.app.service import run_on_loop, tune_garbage_collector
 from stream.kafka.config import consumer_config, producer_config
 from stream.settings import load_settings
 
@@ -48,5 +48,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    # On the members' event loop (CHATSTREAM_EVENT_LOOP), so the two are compared like for like.
-    run_on_loop(main(), load_settings().event_loop)
+    # On the members' event loop (CHATSTREAM_EVENT_LOOP) and with their garbage collector
+    # settings, so the two are compared like for like.
+    settings = load_settings()
+    tune_garbage_collector(settings.gc_young_threshold)
+    run_on_loop(main(), settings.event_loop)

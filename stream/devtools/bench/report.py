@@ -30,6 +30,8 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def _cell(value: Any) -> str:
+    if value is None:  # a figure that has nothing to stand on (e.g. a ratio to a failed run)
+        return ""
     if isinstance(value, float):
         return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
     if isinstance(value, int):
