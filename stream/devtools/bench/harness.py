@@ -43,7 +43,7 @@ __all__ = ["Members", "ResponseReader", "Responses", "Run", "bench_settings", "m
            "run_children", "without_collections"]
 
 _REFERENCE = [sys.executable, "-m", "stream.devtools.bench.reference"]
-_RELAY = [sys.executable, "-m", "stream.devtools.bench.relay"]
+_RELAY = [*_REFERENCE, "relay"]
 
 
 def bench_settings(bootstrap: str, partitions: int = 8, **overrides: Any) -> Settings:
@@ -363,11 +363,12 @@ async def _high_watermarks(consumer: AIOKafkaConsumer, partitions: list[TopicPar
 
 
 def reference_command() -> list[str]:
-    """The minimal sequential aiokafka loop (``reference``)."""
+    """The minimal sequential aiokafka loop (``reference``, mode ``minimal``)."""
     return list(_REFERENCE)
 
 
 def relay_command() -> list[str]:
-    """The relay that forwards each record at once: two broker hops alone (``relay``)."""
+    """The relay that forwards each record at once: two broker hops alone (``reference``,
+    mode ``relay``)."""
     return list(_RELAY)
 

@@ -1,15 +1,24 @@
-"""The reference a member is measured against: a minimal sequential aiokafka loop.
+"""The references a member is measured against. Both are configured by the same environment
+variables as ``chatstream run`` (topics, group, bootstrap), run on the members' event loop with
+their garbage-collector settings (like for like), and stop on SIGTERM.
 
-Consume a batch, decode each record, build and send one small JSON response per record, wait
-for the batch's acks, commit, repeat. No sessions, no priorities, no processors, no tracing:
-what a careful hand-written consumer does, at-least-once. Configured by the same environment
-variables as ``chatstream run`` (topics, group, bootstrap). Stops on SIGTERM.
+- ``minimal`` (the default): a minimal sequential aiokafka loop. Consume a batch, decode each
+  record, build and send one small JSON response per record, wait for the batch's acks,
+  commit, repeat. No sessions, no priorities, no processors, no tracing: what a careful
+  hand-written consumer does, at-least-once.
+- ``relay``: the same responses, each sent the moment its record is fetched, with no waiting
+  on acknowledgements and no commits. What remains is two broker hops with nothing between
+  them, which the latency scenario sets the members against, to tell the broker's share of a
+  latency from chatstream's. Not a consumer to deploy: it keeps no at-least-once promise.
+
+``python -m stream.devtools.bench.reference [minimal|relay]``
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -18,13 +27,19 @@ from stream.app.service import run_on_loop, tune_garbage_collector
 from stream.kafka.config import consumer_config, producer_config
 from stream.settings import load_settings
 
+MODES = ("minimal", "relay")
 
-async def main() -> None:
+
+async def main(mode: str) -> None:
+    relay = mode == "relay"
     settings = load_settings()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     consumer = AIOKafkaConsumer(settings.inbound_topic, **consumer_config(settings))
-    producer = AIOKafkaProducer(**producer_config(settings))
+    # The relay does not linger: a member's answers leave as soon as their partition has no
+    # batch in flight.
+    producer = AIOKafkaProducer(**{**producer_config(settings), **({"linger_ms": 0} if relay
+                                                                    else {})})
     await producer.start()
     await consumer.start()
     try:
@@ -39,17 +54,19 @@ async def main() -> None:
                                 "channel_id": event["channel_id"], "reply": "ok"}
                     acks.append(await producer.send(settings.response_topic,
                                                     orjson.dumps(response), key=record.key))
-            if acks:
+            if acks and not relay:
                 await asyncio.gather(*acks)
                 await consumer.commit()
+        await producer.flush()
     finally:
         await consumer.stop()
         await producer.stop()
 
 
 if __name__ == "__main__":
-    # On the members' event loop (CHATSTREAM_EVENT_LOOP) and with their garbage collector
-    # settings, so the two are compared like for like.
-    settings = load_settings()
-    tune_garbage_collector(settings.gc_young_threshold)
-    run_on_loop(main(), settings.event_loop)
+    chosen = sys.argv[1] if len(sys.argv) > 1 else "minimal"
+    if chosen not in MODES:
+        sys.exit(f"unknown mode {chosen!r}: one of {', '.join(MODES)}")
+    loaded = load_settings()
+    tune_garbage_collector(loaded.gc_young_threshold)
+    run_on_loop(main(chosen), loaded.event_loop)
