@@ -80,8 +80,8 @@ async def test_an_expired_session_leaves_a_tombstone_and_is_not_restored(setting
 
 async def changelog_records(settings: Settings, at_least: int, timeout_s: float = 30
                             ) -> list[tuple[bytes | None, bytes | None]]:
-    """The changelog's records from the start: read until there are ``at_least`` (or the
-    deadline), then for a moment more, so that a record too many is seen too."""
+    """The changelog's records from the start: read until there are ``at_least`` and a fetch
+    brings nothing more (so that a record too many is seen too), or until the deadline."""
     consumer = AIOKafkaConsumer(settings.changelog_topic,
                                 bootstrap_servers=settings.kafka_bootstrap_servers,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
@@ -89,11 +89,11 @@ async def changelog_records(settings: Settings, at_least: int, timeout_s: float 
     found: list[tuple[bytes | None, bytes | None]] = []
     try:
         deadline = time.monotonic() + timeout_s
-        while len(found) < at_least and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500)
             found += [(r.key, r.value) for records in batches.values() for r in records]
-        batches = await consumer.getmany(timeout_ms=500)
-        found += [(r.key, r.value) for records in batches.values() for r in records]
+            if len(found) >= at_least and not batches:
+                break
         return found
     finally:
         await consumer.stop()

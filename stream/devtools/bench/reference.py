@@ -36,10 +36,10 @@ async def main(mode: str) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     consumer = AIOKafkaConsumer(settings.inbound_topic, **consumer_config(settings))
-    # The relay does not linger: a member's answers leave as soon as their partition has no
-    # batch in flight.
-    producer = AIOKafkaProducer(**{**producer_config(settings), **({"linger_ms": 0} if relay
-                                                                    else {})})
+    config = producer_config(settings)
+    if relay:  # no linger: a member's answers leave as soon as their partition has no batch in flight
+        config["linger_ms"] = 0
+    producer = AIOKafkaProducer(**config)
     await producer.start()
     await consumer.start()
     try:
