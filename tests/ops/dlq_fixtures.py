@@ -1,5 +1,5 @@
 """Dead letters written straight to a test's dead-letter topic, in the format chatstream uses,
-and a bounded read of any topic to check what a replay published."""
+and an exact read of any topic to check what a replay published."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from stream.kafka.dead_letter import FailureReason, dead_letter, without_value
 from stream.kafka.records import RecordSource
+from stream.ops.topic_read import TopicReader
 from stream.settings import Settings
 
 TRACEPARENT = ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
@@ -57,26 +58,13 @@ async def write_letters(settings: Settings, letters: list[Letter]) -> None:
         await producer.stop()
 
 
-async def read_topic(settings: Settings, topic: str, expected: int, timeout_s: float = 15.0,
-                     linger_s: float = 1.0) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of ``topic``: until ``expected`` arrived, then ``linger_s`` more to catch
-    extras; at most ``timeout_s``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                group_id=None, auto_offset_reset="earliest",
-                                enable_auto_commit=False, fetch_max_wait_ms=10)
-    await consumer.start()
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        consumer.assign([TopicPartition(topic, p)
-                         for p in sorted(consumer.partitions_for_topic(topic) or ())])
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        enough_at: float | None = None
-        while loop.time() < deadline and (enough_at is None or loop.time() < enough_at):
-            for batch in (await consumer.getmany(timeout_ms=100)).values():
-                records.extend(batch)
-            if enough_at is None and len(records) >= expected:
-                enough_at = loop.time() + linger_s
-    finally:
-        await consumer.stop()
+async def read_topic(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record ``topic`` holds now: each partition up to the high watermark of a fetch
+    made after the call (``TopicReader``). What a replay that returned has published is
+    acknowledged, hence in that pass, and nothing it did not publish can show up later: the
+    read is exact, with no wait for stragglers."""
+    reader = TopicReader(settings, topic, idle_timeout_s=15.0, deadline_s=30.0,
+                         client_id="dlq-test-reader")
+    records = [record async for record in reader.records()]
+    assert reader.complete, f"{topic} was not read to its end"
     return records
