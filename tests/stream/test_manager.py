@@ -13,6 +13,7 @@ from processors.base import ExecutionKind, Stage
 from schemas.context import ProcessorContext
 from schemas.events import Priority
 from stream import create_concurrent_conversation_manager
+from stream.engine.answer import StrayCancellation
 
 
 class SleepyProcessor:
@@ -470,3 +471,50 @@ async def test_stop_tells_the_sink_of_an_event_whose_task_never_started(turns):
     await engine.stop(0.0)
     await asyncio.wait(waiters, timeout=2.0)
     assert all(waiter.done() for waiter in waiters) and engine.buffered == 0
+
+
+class CancelsItself:
+    """A step that lets a cancellation of its own escape (as when it awaits a future that a
+    library cancelled); nothing cancels the event."""
+
+    name = "cancels-itself"
+    stage = Stage.ANALYSIS
+    timeout_s = 5.0
+
+    def __init__(self, kind: ExecutionKind) -> None:
+        self.kind = kind
+        self.calls = 0
+
+    def _raise(self, context: ProcessorContext) -> dict[str, Any]:
+        self.calls += 1
+        if context.event.content == "cancel":
+            raise asyncio.CancelledError
+        return {"ok": True}
+
+    def process(self, context: ProcessorContext) -> Any:
+        if self.kind is ExecutionKind.INLINE:
+            return self._raise(context)
+
+        async def waits_then_raises() -> dict[str, Any]:
+            await asyncio.sleep(0.001)
+            return self._raise(context)
+        return waits_then_raises()
+
+
+@pytest.mark.parametrize("kind", [ExecutionKind.INLINE, ExecutionKind.ASYNC])
+async def test_a_steps_own_cancellation_fails_the_event_and_the_session_goes_on(kind):
+    """A ``CancelledError`` no stop caused fails its event (``StrayCancellation``, which the
+    Kafka sink dead-letters) instead of being taken for a stop: the caller is not cancelled
+    and the session's next event is answered."""
+    step = CancelsItself(kind)
+    manager = await _manager(step)
+    try:
+        with pytest.raises(StrayCancellation):
+            await manager.process_conversation_message(user_id="u", channel_id="c",
+                                                       content="cancel", bot_id="b")
+        response = await manager.process_conversation_message(user_id="u", channel_id="c",
+                                                              content="hello", bot_id="b")
+        assert response.analysis["cancels-itself"].data == {"ok": True}
+        assert step.calls == 2
+    finally:
+        await manager.stop()
