@@ -105,20 +105,25 @@ async def collect(settings: Settings, expected_responses: int, expected_dead_let
 
 async def read_to_end(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record ``topic`` holds now (``TopicReader``: up to the watermarks of a fetch
-    made after the call)."""
+    made after the call). What was acknowledged before the call is in it, and nothing
+    acknowledged later: the read is exact, with no wait for stragglers."""
+    return (await _read_pass(settings, topic))[0]
+
+
+async def _read_pass(settings: Settings, topic: str
+                     ) -> tuple[list[ConsumerRecord[bytes, bytes]], dict[int, int]]:
     reader = TopicReader(settings, topic, idle_timeout_s=15.0, deadline_s=30.0,
                          client_id="test-reader")
     records = [record async for record in reader.records()]
     assert reader.complete, f"{topic} was not read to its end"
-    return records
+    return records, reader.watermarks
 
 
 async def until_committed(settings: Settings, deadline: float) -> None:
     """Wait until the group's committed offset of each inbound partition reaches the
     partition's end as it is now."""
-    ends: dict[int, int] = {}
-    for record in await read_to_end(settings, settings.inbound_topic):
-        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    _, watermarks = await _read_pass(settings, settings.inbound_topic)
+    ends = {partition: end for partition, end in watermarks.items() if end > 0}
     partitions = [TopicPartition(settings.inbound_topic, p) for p in ends]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers,
                                 client_id="test-commit-fence")

@@ -1,5 +1,4 @@
-"""Dead letters written straight to a test's dead-letter topic, in the format chatstream uses,
-and an exact read of any topic to check what a replay published."""
+"""Dead letters written straight to a test's dead-letter topic, in the format chatstream uses."""
 
 from __future__ import annotations
 
@@ -8,11 +7,10 @@ import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import TopicPartition
 
 from stream.kafka.dead_letter import FailureReason, dead_letter, without_value
 from stream.kafka.records import RecordSource
-from stream.ops.topic_read import TopicReader
 from stream.settings import Settings
 
 TRACEPARENT = ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
@@ -56,15 +54,3 @@ async def write_letters(settings: Settings, letters: list[Letter]) -> None:
         await asyncio.wait_for(asyncio.gather(*acks), 30)
     finally:
         await producer.stop()
-
-
-async def read_topic(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record ``topic`` holds now: each partition up to the high watermark of a fetch
-    made after the call (``TopicReader``). What a replay that returned has published is
-    acknowledged, hence in that pass, and nothing it did not publish can show up later: the
-    read is exact, with no wait for stragglers."""
-    reader = TopicReader(settings, topic, idle_timeout_s=15.0, deadline_s=30.0,
-                         client_id="dlq-test-reader")
-    records = [record async for record in reader.records()]
-    assert reader.complete, f"{topic} was not read to its end"
-    return records

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from dlq_fixtures import HOUR_MS, TRACEPARENT, Letter, read_topic, write_letters
+from dlq_fixtures import HOUR_MS, TRACEPARENT, Letter, write_letters
+from kafka_helpers import read_to_end
 
 from stream.kafka.dead_letter import REPLAY_MARKER_HEADER, REPLAYED_FROM_HEADER, is_replay_marker
 from stream.kafka.topics import ensure_topics
@@ -58,7 +59,7 @@ async def test_replay_republishes_exactly_the_matching_records(settings_for, sel
     settings = await _with_letters(settings_for)
     report = await replay(settings, selection)
     assert report.ok and [letter.key for letter, _ in report.replayed] == expected
-    replayed = await read_topic(settings, settings.inbound_topic)
+    replayed = await read_to_end(settings, settings.inbound_topic)
     originals = {letter.key: letter for letter in LETTERS}
     assert sorted(record.key for record in replayed) == sorted(expected)
     for record in replayed:
@@ -81,9 +82,9 @@ async def test_a_second_replay_replays_nothing_unless_forced(settings_for):
     assert second.replayed == [] and [why for _, why in second.skipped] == [
         "already replayed (--force replays it again)"] * 2
     assert len(forced.replayed) == 2
-    inbound = await read_topic(settings, settings.inbound_topic)
+    inbound = await read_to_end(settings, settings.inbound_topic)
     assert len(inbound) == 4
-    dlq = await read_topic(settings, settings.dlq_topic)
+    dlq = await read_to_end(settings, settings.dlq_topic)
     assert len(dlq) == len(LETTERS) + 4  # the letters and one marker per replayed record
     markers = [r for r in dlq if is_replay_marker(r.headers)]
     assert len(markers) == 4
@@ -97,7 +98,7 @@ async def test_dry_run_publishes_nothing(settings_for):
     settings = await _with_letters(settings_for)
     dry = await replay(settings, Selection(), dry_run=True)
     assert dry.dry_run and [destination for _, destination in dry.replayed] == [None] * 4
-    assert await read_topic(settings, settings.inbound_topic) == []
+    assert await read_to_end(settings, settings.inbound_topic) == []
     real = await replay(settings, Selection())
     assert len(real.replayed) == 4  # the dry run marked nothing
 
@@ -110,5 +111,5 @@ async def test_a_dead_letter_without_its_bytes_is_skipped_and_said_so(settings_f
     [(letter, why)] = report.skipped
     assert letter.key == b"k-dropped"
     assert why.startswith("cannot be replayed: its bytes were not kept")
-    assert await read_topic(settings, settings.inbound_topic) == []
+    assert await read_to_end(settings, settings.inbound_topic) == []
 

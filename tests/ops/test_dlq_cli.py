@@ -6,7 +6,8 @@ import asyncio
 
 import orjson
 import pytest
-from dlq_fixtures import Letter, read_topic, write_letters
+from dlq_fixtures import Letter, write_letters
+from kafka_helpers import read_to_end
 from typer.testing import CliRunner
 
 from stream.app.cli import StageChoice, app
@@ -78,7 +79,7 @@ def test_replay_once_then_refuse_then_force(letters_on_broker):
     assert code == 0 and "replayed 0, skipped 1" in second and "already replayed" in second
     code, forced = _run(settings, "replay", "--stage", "validation", "--force")
     assert code == 0 and "replayed 1, skipped 0" in forced
-    inbound = asyncio.run(read_topic(settings, settings.inbound_topic))
+    inbound = asyncio.run(read_to_end(settings, settings.inbound_topic))
     assert sorted(record.key for record in inbound) == [b"a", b"a", b"b"]
 
 
