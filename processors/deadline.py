@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from processors.eager import Resumed
+from processors.eager import Resumed, bind_to_own_task
 
 __all__ = ["Deadline", "waiting_within", "within"]
 
@@ -68,10 +68,16 @@ class Deadline:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("a deadline must be awaited inside a task")
+        self._state = _WAITING
+        # Run eagerly on a caller's stack, the step goes on in a task of its own: the deadline
+        # cancels that task, never the caller (which may be a consumer's loop).
+        if not bind_to_own_task(self._bind):
+            self._bind(task)
+        _watch_of(task.get_loop()).add(self)
+
+    def _bind(self, task: asyncio.Task[Any]) -> None:
         self._task = task
         self._cancelling = task.cancelling()
-        self._state = _WAITING
-        _watch_of(task.get_loop()).add(self)
 
     def _fire(self) -> None:
         assert self._task is not None

@@ -6,28 +6,55 @@ per event would cost its creation, a trip through the loop's ready queue and a d
 for nothing. ``start_eagerly`` runs the coroutine at once, in a context of its own (as a task
 would), and only if it suspends hands the rest to a task (``Resumed`` forwards what the task
 sends and throws in, as ``await`` does). Python 3.12's eager task factory does the same.
+
+What binds to "the current task" while the first part runs (a step's deadline, which cancels
+that task when it fires) must bind to the task that goes on with the coroutine, not to the
+caller's: ``bind_to_own_task`` defers such a binding until that task exists.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Coroutine, Generator
+import threading
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
-__all__ = ["Resumed", "start_eagerly"]
+__all__ = ["Resumed", "bind_to_own_task", "start_eagerly"]
+
+_local = threading.local()  # each thread runs one loop at a time: its eager run is found here
 
 
 def start_eagerly(step: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
     """Run ``step`` now; None if it finished (its result is dropped), else the task that runs
     the rest. An exception raised before the first suspension propagates to the caller."""
     context = contextvars.copy_context()
+    outer = getattr(_local, "bindings", None)  # a run started inside another's first part
+    bindings: list[Callable[[asyncio.Task[Any]], None]] = []
+    _local.bindings = bindings
     try:
         suspended_on = context.run(step.send, None)
     except StopIteration:
         return None
-    return asyncio.get_running_loop().create_task(_rest(Resumed(step, suspended_on)),
+    finally:
+        _local.bindings = outer
+    task = asyncio.get_running_loop().create_task(_rest(Resumed(step, suspended_on)),
                                                   context=context)
+    for bind in bindings:
+        bind(task)
+    return task
+
+
+def bind_to_own_task(bind: Callable[[asyncio.Task[Any]], None]) -> bool:
+    """Inside the first part of a ``start_eagerly`` run: ``bind`` is called with the task that
+    goes on with it, once the run suspends (before the loop runs anything else), and True is
+    returned. Elsewhere False: the current task is the coroutine's own."""
+    bindings: list[Callable[[asyncio.Task[Any]], None]] | None = getattr(
+        _local, "bindings", None)
+    if bindings is None:
+        return False
+    bindings.append(bind)
+    return True
 
 
 async def _rest(resumed: Resumed) -> Any:

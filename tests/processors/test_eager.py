@@ -7,7 +7,7 @@ import contextvars
 
 import pytest
 
-from processors.eager import start_eagerly
+from processors.eager import bind_to_own_task, start_eagerly
 
 current: contextvars.ContextVar[str] = contextvars.ContextVar("current", default="caller")
 
@@ -84,3 +84,20 @@ async def test_context_changes_stay_with_the_coroutine_as_in_a_task():
     assert task is not None
     await task
     assert seen == ["inside"]  # the rest runs in the same context as the first part
+
+
+async def test_what_binds_to_the_current_task_in_the_first_part_gets_the_task_going_on():
+    bound: dict[str, asyncio.Task[object]] = {}
+
+    async def waits(name: str, inner: bool = False) -> None:
+        if inner:
+            task = start_eagerly(waits("inner"))
+            assert task is not None and bound["inner"] is task  # bound before it returned
+        assert bind_to_own_task(lambda task: bound.__setitem__(name, task))
+        await asyncio.sleep(0)
+
+    assert not bind_to_own_task(lambda task: None)  # outside a first part: the current task
+    outer = start_eagerly(waits("outer", inner=True))
+    assert outer is not None and bound["outer"] is outer
+    assert bound["inner"] is not outer and asyncio.current_task() not in bound.values()
+    await asyncio.gather(outer, bound["inner"])

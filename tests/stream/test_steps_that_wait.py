@@ -7,7 +7,7 @@ import asyncio
 import json
 from typing import Any
 
-from processors.base import ExecutionKind, Stage
+from processors.base import ExecutionKind, Stage, TransientProcessorError
 from processors.reply import ReplyProcessor
 from processors.responders import OpenAICompatibleResponder
 from processors.thread import ThreadProcessor
@@ -93,3 +93,42 @@ def test_only_pipelines_whose_steps_never_wait_run_events_on_the_callers_stack()
     assert not pipeline(ThreadProcessor(), ReplyProcessor(
         responder=OpenAICompatibleResponder("http://127.0.0.1:9/v1", "m"))).never_waits
     assert not pipeline(Slow(), ReplyProcessor()).never_waits
+
+
+class FlakyInline:
+    """An INLINE step whose every attempt fails transiently: its retries wait (backoff), so
+    its event suspends although no step's kind says it would."""
+
+    name = "flaky"
+    kind = ExecutionKind.INLINE
+    stage = Stage.ANALYSIS
+    timeout_s = 0.02  # shorter than the first backoff (at least 50 ms)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def process(self, context: Any) -> dict[str, Any]:
+        self.calls += 1
+        raise TransientProcessorError("upstream hiccup")
+
+
+async def test_an_inline_step_waiting_on_its_retry_times_out_in_its_own_task():
+    """A pipeline of steps that never wait runs its events on the caller's stack; a transient
+    failure there waits for its retry, and the step's deadline must cancel that event's
+    work, not the task that submitted it."""
+    flaky = FlakyInline()
+    manager = await create_concurrent_conversation_manager(
+        processors=[flaky, ReplyProcessor()], processor_retries=2)
+    try:
+        assert manager.engine._eager  # the path under test: events start on this stack
+        async with asyncio.timeout(10):
+            responses = [await manager.process_conversation_message(
+                user_id="u", channel_id="c", content=f"hi {n}", bot_id="b") for n in range(3)]
+            await asyncio.sleep(0.1)  # past every backoff: a stray deadline would fire here
+    finally:
+        await manager.stop()
+    for response in responses:
+        assert response.analysis["flaky"].status is ProcessorStatus.TIMEOUT
+        assert response.analysis["reply"].status is ProcessorStatus.OK
+        assert response.degraded == ["flaky"]
+    assert flaky.calls == 3  # one attempt each: the deadline came before any retry
