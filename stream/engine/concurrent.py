@@ -327,10 +327,13 @@ class ConcurrentConversationManager:
         return installed
 
     def release_partitions(self, partitions: Collection[Hashable]) -> list[WorkItem]:
-        """Forget queued work and idle sessions of revoked partitions; return the dropped items.
+        """Forget queued work and the sessions of revoked partitions; return the dropped items.
 
         Dropped items were never answered, so their offsets stay uncommitted and the partition's
-        new owner processes them. In-flight items are left to finish.
+        new owner processes them. In-flight items are left to finish, but their sessions leave
+        now too, busy or not: what a late item records goes to a copy no one keeps (it cannot
+        be published either), so a session restored when the partition comes back is the new
+        owner's, not one that also holds an event the new owner answers again.
         """
         revoked = set(partitions)
 
@@ -342,11 +345,11 @@ class ConcurrentConversationManager:
         for item in dropped:
             self._sink.failed(item, EngineStopped("partition revoked"))
 
-        def of_revoked_and_idle(key: SessionKey) -> bool:
+        def of_revoked(key: SessionKey) -> bool:
             state = self._sessions.get(key)
-            return state is not None and state.partition in revoked and not self._is_busy(key)
+            return state is not None and state.partition in revoked
 
-        self._sessions.release(of_revoked_and_idle)
+        self._sessions.release(of_revoked)
         if not self._closed:  # released slots go to events waiting for one
             self._admit_waiting()
             self._pump()

@@ -8,12 +8,16 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
+from aiokafka.structs import TopicPartition
 
 from processors.base import ExecutionKind, Stage
 from schemas.context import ProcessorContext
-from schemas.events import Priority
+from schemas.events import ChatEvent, Priority
 from stream import create_concurrent_conversation_manager
+from stream.devtools.bots import event_for
 from stream.engine.answer import StrayCancellation
+from stream.engine.sessions import SessionState
+from stream.kafka.records import RecordSource
 
 
 class SleepyProcessor:
@@ -518,3 +522,53 @@ async def test_a_steps_own_cancellation_fails_the_event_and_the_session_goes_on(
         assert step.calls == 2
     finally:
         await manager.stop()
+
+
+class HeldStep:
+    """Keeps its event in flight until the test lets it go."""
+
+    name, kind, stage, timeout_s = "held", ExecutionKind.ASYNC, Stage.ANALYSIS, 30.0
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        self.entered.set()
+        await self.release.wait()
+        return {}
+
+
+async def test_a_session_busy_at_its_hand_over_leaves_with_its_partition():
+    """A hand-over that ends with an event still in flight: the session goes with the
+    partition at once, so what the late event records cannot outlive it, and the copy the
+    next owner left in the changelog is the one installed when the partition comes back."""
+    step = HeldStep()
+    manager = await _manager(step, session_scope="channel")
+    engine = manager.engine
+    partition = TopicPartition("in", 0)
+    event = ChatEvent.model_validate(event_for("b", "c", "u", "late"))
+    waiter = asyncio.get_running_loop().create_future()
+    try:
+        engine.submit(event, source=RecordSource(tp=partition, offset=0, key=b"c"),
+                      waiter=waiter)
+        async with asyncio.timeout(10):
+            await step.entered.wait()
+        key = ("b", "c")
+        assert engine.sessions.get(key) is not None and engine.in_flight == 1
+
+        assert engine.release_partitions({partition}) == []  # nothing queued to drop
+        assert engine.sessions.get(key) is None
+
+        newer = SessionState.new(key, time.monotonic(), 50)
+        newer.record(ChatEvent.model_validate(event_for("b", "c", "u", "answered elsewhere")),
+                     thread_id=None, new_thread=False, emotion=None, now=time.monotonic())
+        assert engine.restore_sessions([newer], partition) == 1
+        step.release.set()
+        async with asyncio.timeout(10):
+            await waiter
+            await engine.drain(10)
+    finally:
+        await manager.stop()
+    assert engine.sessions.get(key) is newer
+    assert [m.content for m in newer.recent_messages] == ["answered elsewhere"]
