@@ -3,9 +3,14 @@
 Buffered = events the engine holds (queued, waiting for a session slot, in flight) plus dead
 letters not yet acknowledged. Pausing stops fetching without leaving the group, so memory stays
 bounded and nothing is dropped. The half-way resume keeps the member from flapping.
+Partitions held for a restore (``hold``) stay paused until ``let_go``, whatever the buffer says.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
+
+from aiokafka.structs import TopicPartition
 
 from stream.kafka.client import GroupConsumer
 from stream.observability.counters import EventCounters
@@ -19,6 +24,7 @@ class Backpressure:
         self._limit = limit
         self._counters = counters
         self.paused = False
+        self._held: set[TopicPartition] = set()
 
     def apply(self, buffered: int) -> None:
         if not self.paused and buffered >= self._limit:
@@ -26,8 +32,21 @@ class Backpressure:
             self.paused = True
             self._counters.pauses += 1
         elif self.paused and buffered <= self._limit // 2:
-            self._consumer.resume(*self._consumer.assignment())
+            self._consumer.resume(*(self._consumer.assignment() - self._held))
             self.paused = False
+
+    def hold(self, partitions: Collection[TopicPartition]) -> None:
+        """Pause ``partitions`` until ``let_go`` (their sessions are being restored)."""
+        self._held.update(partitions)
+        self._consumer.pause(*partitions)
+
+    def let_go(self, partitions: Collection[TopicPartition]) -> None:
+        """End ``hold``: resumed, unless the buffer keeps everything paused; partitions no
+        longer assigned are only forgotten."""
+        self._held.difference_update(partitions)
+        if not self.paused:
+            owned = self._consumer.assignment()
+            self._consumer.resume(*(tp for tp in partitions if tp in owned))
 
 
 def starving_limit(max_buffered: int, max_in_flight: int) -> str | None:

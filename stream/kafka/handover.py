@@ -7,7 +7,9 @@ moved on without this member); what is still queued is dropped from the engine (
 answers it); the ledger lets go of them, so work still in flight can neither publish nor
 complete; then their watermarks are committed, inside the revoke callback, while this member
 still holds the generation (unless the group already refused it).
-On assignment (``took_over``), the new partitions are owned (and paused if backpressure is on).
+On assignment, the new partitions stay paused while their sessions are restored (a restore
+that fails leaves them empty, as one out of time does), then (``took_over``) they are owned
+(and stay paused while backpressure is on).
 """
 
 from __future__ import annotations
@@ -60,12 +62,14 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
         # aiokafka may hand out records of the new partitions while this callback still runs:
         # paused, none of their events is taken before their sessions are back.
         if self.restore is not None and assigned:
-            self._consumer.pause(*assigned)
+            self._backpressure.hold(assigned)
             try:
                 await self.restore(assigned)
+            except Exception:  # as a restore out of time: serve the partitions, nothing lost
+                log.exception("restoring the sessions of %d partitions failed: their sessions "
+                              "start empty", len(assigned))
             finally:
-                if not self._backpressure.paused:
-                    self._consumer.resume(*assigned)
+                self._backpressure.let_go(assigned)
         self.took_over(assigned)
 
     async def hand_over(self, revoked: Collection[TopicPartition]) -> None:

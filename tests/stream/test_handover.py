@@ -133,3 +133,51 @@ async def test_the_partitions_handed_over_since_a_mark_are_known_also_when_given
     await member.hand_over({KEPT})
     assert member.revoked_since(mark) == {KEPT, REVOKED}
     assert member.revoked_since(mark + 1) == {KEPT}
+
+
+async def test_backpressure_ending_during_a_restore_leaves_the_restoring_partitions_paused():
+    """Backpressure that lets go while an assignment's sessions are still being restored
+    resumes the other partitions only: a record of a restoring partition taken now would
+    start its session empty and the restored copy would be refused as older."""
+    member, _, consumer, _, _, backpressure = membership()
+    member.took_over({KEPT})
+    backpressure.apply(buffered=10)
+    consumer.partitions = {KEPT, REVOKED}  # the consumer already owns the new assignment
+    seen_paused: list[set[Any]] = []
+
+    async def restore(assigned: Any) -> None:
+        backpressure.apply(buffered=0)  # the member loop answered its backlog meanwhile
+        seen_paused.append(set(consumer.paused))
+
+    member.restore = restore
+    await member.on_partitions_assigned({REVOKED})
+    assert seen_paused == [{REVOKED}]
+    assert consumer.paused == set() and not backpressure.paused
+
+
+async def test_backpressure_starting_during_a_restore_keeps_the_partitions_paused_after():
+    member, _, consumer, _, _, backpressure = membership()
+
+    async def restore(assigned: Any) -> None:
+        backpressure.apply(buffered=10)
+
+    member.restore = restore
+    await member.on_partitions_assigned({KEPT, REVOKED})
+    assert consumer.paused == {KEPT, REVOKED} and backpressure.paused
+    backpressure.apply(buffered=0)
+    assert consumer.paused == set()
+
+
+async def test_a_failed_restore_still_takes_the_partitions_over_with_empty_sessions(caplog):
+    """A restore that fails (the changelog cannot be read) is logged; the member still owns,
+    resumes and reports the partitions, as when a restore runs out of time."""
+    member, _, consumer, _, readiness, _ = membership()
+
+    async def restore(assigned: Any) -> None:
+        raise ConnectionError("changelog unreachable")
+
+    member.restore = restore
+    await member.on_partitions_assigned({KEPT, REVOKED})
+    assert member.assignment == {KEPT, REVOKED} and readiness.ready.is_set()
+    assert consumer.paused == set()
+    assert "start empty" in caplog.text and "changelog unreachable" in caplog.text
