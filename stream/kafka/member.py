@@ -180,7 +180,12 @@ class StreamRunner:
                 raise
             self._consumer = consumer
             if changelog is not None:
-                await _check_copartitioned(consumer, self.settings)
+                try:
+                    await _check_copartitioned(consumer, self.settings)
+                except BaseException:  # refused before joining: nothing to drain or commit
+                    await self.engine.stop(timeout_s=_ENGINE_GRACE_S)
+                    await _bounded(consumer.stop(), _CLIENT_STOP_S, "consumer stop")
+                    raise
             self._backpressure = Backpressure(consumer, self.settings.max_buffered, self.counters)
             if self.settings.enable_concurrent_manager and (starving := starving_limit(
                     self.settings.max_buffered, self.settings.max_in_flight)) is not None:

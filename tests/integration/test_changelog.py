@@ -10,6 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from kafka_helpers import publish_events, running_chatstream
 
+from stream.app.wiring import build_engine
 from stream.botkit.client import TopicWatcher
 from stream.engine.sessions import SessionState
 from stream.kafka.changelog import Changelog
@@ -151,9 +152,13 @@ async def test_a_changelog_with_fewer_partitions_is_refused_at_start(settings_fo
     settings = narrow.model_copy(update={"partitions": 4,
                                          "inbound_topic": narrow.inbound_topic + "-wide"})
     await ensure_topics(settings)  # inbound -wide: 4 partitions; the changelog already exists
+    before = asyncio.all_tasks()
+    runner = StreamRunner(settings, lambda sink: build_engine(settings, sink))
     with pytest.raises(ChangelogMismatch, match="1 partitions"):
-        async with running_chatstream(settings, ready_timeout_s=20):
-            pass
+        await runner.run(asyncio.Event())
+    await asyncio.sleep(0)
+    left = [t for t in asyncio.all_tasks() - before if not t.done()]
+    assert not left, f"the refused member left its clients running: {left}"
 
 
 async def test_events_waiting_at_assignment_see_their_restored_session(settings_for):
