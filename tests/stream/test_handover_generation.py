@@ -128,8 +128,19 @@ async def test_a_refusal_from_before_the_hand_over_does_not_end_its_wait():
     await ledger.commit(consumer, {REVOKED})
     consumer.moved_on = False
     ledger.offsets.mark_committed({REVOKED: 1})  # as if an earlier commit had landed
+    waits = 0
+    wait_for_completion = ledger.wait_for_completion
+
+    async def counted(*args: Any) -> bool:
+        nonlocal waits
+        waits += 1
+        return await wait_for_completion(*args)
+
+    ledger.wait_for_completion = counted  # type: ignore[method-assign]
     handing = asyncio.create_task(member.hand_over({REVOKED}))
-    await asyncio.sleep(0.3)
+    async with asyncio.timeout(10):
+        while waits < 3 and not handing.done():  # past the step a stale refusal would end
+            await asyncio.sleep(0.01)
     assert not handing.done()
     ledger.complete(owed)
     await handing
