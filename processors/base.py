@@ -19,8 +19,10 @@ class ExecutionKind(StrEnum):
 
     An ASYNC processor whose coroutine never suspends may say so with ``never_waits = True``:
     when every step of a pipeline is INLINE or says so, the engine answers an event on the
-    caller's stack without a task of its own (``processors.eager``). A coroutine that says so
-    and suspends would start task-bound work (a deadline, a cancel scope) in the wrong task.
+    caller's stack without a task of its own (``processors.eager``). The step's own deadline
+    (and the retry backoff of a failed INLINE step) still waits in a task of the event's own;
+    a coroutine that says so and then enters a cancel scope of its own (``asyncio.timeout``,
+    anyio) before suspending would bind that scope to the caller's task.
     """
 
     ASYNC = "async"
