@@ -15,7 +15,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Collection, Hashable, Iterable
+from collections.abc import Callable, Collection, Coroutine, Hashable, Iterable
 from typing import Any, Protocol
 
 from processors.cache import ContextCache, run_cache_cleaner
@@ -221,8 +221,22 @@ class ConcurrentConversationManager:
             return
         if task is not None:
             self._running.add(task)
-            task.add_done_callback(self._running.discard if self._eager
+            task.add_done_callback(functools.partial(self._ran, item, run) if self._eager
                                    else functools.partial(self._served_by, item))
+
+    def _ran(self, item: WorkItem, run: Coroutine[Any, Any, None],
+             task: asyncio.Task[None]) -> None:
+        """The done callback of the task that went on with an item started on a caller's
+        stack."""
+        self._running.discard(task)
+        if inspect.getcoroutinestate(run) != inspect.CORO_CLOSED:
+            # Cancelled before its first step, the task never resumed the item: nothing told
+            # the sink. Closing the item runs its clean-up (which frees its lane) before the
+            # sink ends its span.
+            try:
+                run.close()
+            finally:
+                self._sink.failed(item, asyncio.CancelledError())
 
     def _served_by(self, item: WorkItem, task: asyncio.Task[None]) -> None:
         """The done callback of a task started with ``item``."""
@@ -270,8 +284,11 @@ class ConcurrentConversationManager:
 
     async def _answer(self, item: WorkItem) -> None:
         state = self._sessions.get(item.session_key)
-        if state is None:  # busy sessions are never evicted, so this is a bug, not load
-            self._sink.failed(item, RuntimeError(f"session {item.session_id} vanished"))
+        if state is None:
+            # Busy sessions are never evicted, only handed over with their partition: an item
+            # let go but not yet begun when that happened is the next owner's.
+            self._sink.failed(item, EngineStopped("partition revoked") if item.partition
+                              is not None else RuntimeError(f"session {item.session_id} vanished"))
             return
         try:
             snapshot = state.snapshot()

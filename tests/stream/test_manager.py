@@ -572,3 +572,25 @@ async def test_a_session_busy_at_its_hand_over_leaves_with_its_partition():
         await manager.stop()
     assert engine.sessions.get(key) is newer
     assert [m.content for m in newer.recent_messages] == ["answered elsewhere"]
+
+
+async def test_an_event_let_go_but_not_begun_at_its_hand_over_is_left_to_the_next_owner():
+    """An event whose task was created but had not begun when its partition was handed over
+    finds its session gone with the partition: it fails as not this member's to answer."""
+    from stream.engine.work import EngineStopped
+
+    manager = await _manager(HeldStep(), session_scope="channel")
+    engine = manager.engine
+    partition = TopicPartition("in", 0)
+    waiter = asyncio.get_running_loop().create_future()
+    try:
+        engine.submit(ChatEvent.model_validate(event_for("b", "c", "u", "hi")),
+                      source=RecordSource(tp=partition, offset=0, key=b"c"), waiter=waiter)
+        assert engine.in_flight == 1  # its task exists and has not run yet
+        engine.release_partitions({partition})
+        async with asyncio.timeout(10):
+            with pytest.raises(EngineStopped, match="partition revoked"):
+                await waiter
+        assert engine.buffered == 0
+    finally:
+        await manager.stop()

@@ -4,6 +4,7 @@ never to the task that submitted the event (the member's loop, a rebalance callb
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -11,8 +12,9 @@ from processors.base import ExecutionKind, Stage, TransientProcessorError
 from processors.reply import ReplyProcessor
 from processors.responders import OpenAICompatibleResponder
 from processors.thread import ThreadProcessor
-from schemas.events import ProcessorStatus
+from schemas.events import ChatEvent, ProcessorStatus
 from stream import create_concurrent_conversation_manager
+from stream.devtools.bots import event_for
 
 
 class Slow:
@@ -132,3 +134,22 @@ async def test_an_inline_step_waiting_on_its_retry_times_out_in_its_own_task():
         assert response.analysis["reply"].status is ProcessorStatus.OK
         assert response.degraded == ["flaky"]
     assert flaky.calls == 3  # one attempt each: the deadline came before any retry
+
+
+async def test_an_event_gone_on_to_a_task_cancelled_before_its_first_step_still_ends():
+    """An event started on the caller's stack whose step then waits goes on in a task; a stop
+    may cancel that task before its first step (the task's body never runs). The event must
+    still end, failed, with its lane freed, as one of a task started for it does."""
+    manager = await create_concurrent_conversation_manager(
+        processors=[FlakyInline(), ReplyProcessor()], processor_retries=2)
+    engine = manager.engine
+    assert engine._eager
+    waiter = asyncio.get_running_loop().create_future()
+    engine.submit(ChatEvent.model_validate(event_for("b", "c", "u", "hi")), waiter=waiter)
+    (task,) = engine._running  # the task going on with the event, not started yet
+    task.cancel()  # what stop() does past its drain timeout, here before the task's first step
+    async with asyncio.timeout(10):
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+    assert waiter.done() and engine.buffered == 0 and engine.in_flight == 0
+    await manager.stop()
