@@ -40,11 +40,11 @@ class Backpressure:
         self._held.update(partitions)
         self._consumer.pause(*partitions)
 
-    def let_go(self, partitions: Collection[TopicPartition]) -> None:
-        """End ``hold``: resumed, unless the buffer keeps everything paused; partitions no
-        longer assigned are only forgotten."""
+    def let_go(self, partitions: Collection[TopicPartition], resume: bool = True) -> None:
+        """End ``hold``: resumed (with ``resume``) unless the buffer keeps everything paused;
+        partitions no longer assigned are only forgotten."""
         self._held.difference_update(partitions)
-        if not self.paused:
+        if resume and not self.paused:
             owned = self._consumer.assignment()
             self._consumer.resume(*(tp for tp in partitions if tp in owned))
 

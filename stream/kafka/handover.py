@@ -7,9 +7,10 @@ moved on without this member); what is still queued is dropped from the engine (
 answers it); the ledger lets go of them, so work still in flight can neither publish nor
 complete; then their watermarks are committed, inside the revoke callback, while this member
 still holds the generation (unless the group already refused it).
-On assignment, the new partitions stay paused while their sessions are restored (a restore
-that fails leaves them empty, as one out of time does), then (``took_over``) they are owned
-(and stay paused while backpressure is on).
+On assignment (``took_over``), the new partitions are owned (and paused while backpressure is
+on); their sessions are restored in the background (``stream.kafka.restoring``), the
+partitions held and the member not ready until that ends. A hand-over cancels a restore still
+running.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from stream.kafka.backpressure import Backpressure
 from stream.kafka.client import GroupConsumer
 from stream.kafka.ledger import CommitLedger
 from stream.kafka.readiness import Readiness
+from stream.kafka.restoring import PartitionRestore
 
 __all__ = ["Membership"]
 
@@ -54,23 +56,35 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
         self._readiness = readiness
         self._backpressure = backpressure
         self._timeout_s = rebalance_timeout_s
+        self._restoring: PartitionRestore | None = None
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self.hand_over(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        # aiokafka may hand out records of the new partitions while this callback still runs:
-        # paused, none of their events is taken before their sessions are back.
-        if self.restore is not None and assigned:
-            self._backpressure.hold(assigned)
-            try:
-                await self.restore(assigned)
-            except Exception:  # as a restore out of time: serve the partitions, nothing lost
-                log.exception("restoring the sessions of %d partitions failed: their sessions "
-                              "start empty", len(assigned))
-            finally:
-                self._backpressure.let_go(assigned)
-        self.took_over(assigned)
+        # Returns at once: aiokafka heartbeats again only after this callback (see
+        # ``stream.kafka.restoring``); the partitions stay held until their sessions are back.
+        restoring = self.restore is not None and bool(assigned)
+        self.took_over(assigned, ready=not restoring)
+        if restoring:
+            assert self.restore is not None
+            if self._restoring is None:
+                self._restoring = PartitionRestore(self.restore, self._backpressure,
+                                                   self._timeout_s, self._restored)
+            self._restoring.start(assigned)
+
+    def _restored(self) -> None:
+        self._readiness.set_member(bool(self.assignment))
+
+    async def restored(self) -> None:
+        """Until the sessions of the latest assignment are restored (or given up on)."""
+        if self._restoring is not None:
+            await self._restoring.wait()
+
+    async def close(self) -> None:
+        """Stop a restore still running (the member is stopping)."""
+        if self._restoring is not None:
+            await self._restoring.cancel()
 
     async def hand_over(self, revoked: Collection[TopicPartition]) -> None:
         """See the module docstring. Work still queued past the deadline is left to the next
@@ -79,6 +93,13 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         self._revoked.append(frozenset(revoked))
         self._readiness.set_member(False)
+        if self._restoring is not None and self._restoring.running:
+            # aiokafka revokes the whole assignment: the restore of part of it is moot.
+            await self._restoring.cancel()
+            if kept := self._restoring.partitions - set(revoked):
+                log.warning("restore of %d partitions still owned ended by a hand-over: "
+                            "their sessions start empty", len(kept))
+                self._backpressure.let_go(kept)
         deadline = time.monotonic() + self._timeout_s
         # A broker may form the next generation before this callback returns (the embedded
         # one does, about 2 s after the first member rejoins) and from then on refuses this
@@ -113,9 +134,10 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
         """The partitions handed over since ``handovers`` hand-overs had begun."""
         return frozenset().union(*self._revoked[handovers:])
 
-    def took_over(self, assigned: Collection[TopicPartition]) -> None:
+    def took_over(self, assigned: Collection[TopicPartition], ready: bool = True) -> None:
+        """Own ``assigned``; ready to serve them unless their sessions are still restored."""
         self.assignment = set(assigned)
         if self._backpressure.paused:
             self._consumer.pause(*assigned)
-        self._readiness.set_member(bool(assigned))
+        self._readiness.set_member(ready and bool(assigned))
         log.info("assigned %d partitions", len(assigned))

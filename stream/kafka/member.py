@@ -282,6 +282,8 @@ class StreamRunner:
         shutdown timeout (plus the short grace periods), committing what it can.
         """
         consumer.pause(*consumer.assignment())
+        if self._membership is not None:
+            await self._membership.close()  # a restore still running ends here
         timeout = self.settings.shutdown_timeout_seconds
         deadline = time.monotonic() + timeout
         assert self.engine is not None and self._sink is not None

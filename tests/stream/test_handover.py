@@ -104,6 +104,7 @@ async def test_new_partitions_stay_paused_until_their_sessions_are_restored():
 
     member.restore = restore
     await member.on_partitions_assigned({KEPT, REVOKED})
+    await member.restored()
     assert seen_paused == [{KEPT, REVOKED}]
     assert consumer.paused == set() and member.assignment == {KEPT, REVOKED}
 
@@ -118,6 +119,7 @@ async def test_a_restore_under_backpressure_leaves_the_partitions_paused():
 
     member.restore = restore
     await member.on_partitions_assigned({REVOKED})
+    await member.restored()
     assert REVOKED in consumer.paused
 
 
@@ -151,6 +153,7 @@ async def test_backpressure_ending_during_a_restore_leaves_the_restoring_partiti
 
     member.restore = restore
     await member.on_partitions_assigned({REVOKED})
+    await member.restored()
     assert seen_paused == [{REVOKED}]
     assert consumer.paused == set() and not backpressure.paused
 
@@ -163,21 +166,97 @@ async def test_backpressure_starting_during_a_restore_keeps_the_partitions_pause
 
     member.restore = restore
     await member.on_partitions_assigned({KEPT, REVOKED})
+    await member.restored()
     assert consumer.paused == {KEPT, REVOKED} and backpressure.paused
     backpressure.apply(buffered=0)
     assert consumer.paused == set()
 
 
 async def test_a_failed_restore_still_takes_the_partitions_over_with_empty_sessions(caplog):
-    """A restore that fails (the changelog cannot be read) is logged; the member still owns,
-    resumes and reports the partitions, as when a restore runs out of time."""
-    member, _, consumer, _, readiness, _ = membership()
+    """A restore that keeps failing (the changelog cannot be read) is retried within the
+    rebalance timeout, then logged; the member still owns, resumes and reports the
+    partitions, as when a restore runs out of time."""
+    member, _, consumer, _, readiness, _ = membership(timeout_s=0.3)
+    attempts = 0
 
     async def restore(assigned: Any) -> None:
+        nonlocal attempts
+        attempts += 1
         raise ConnectionError("changelog unreachable")
 
     member.restore = restore
     await member.on_partitions_assigned({KEPT, REVOKED})
+    assert not readiness.ready.is_set() and consumer.paused == {KEPT, REVOKED}
+    await member.restored()
+    assert attempts >= 2  # tried again before giving up
     assert member.assignment == {KEPT, REVOKED} and readiness.ready.is_set()
     assert consumer.paused == set()
     assert "start empty" in caplog.text and "changelog unreachable" in caplog.text
+
+
+async def test_a_restore_failing_once_is_tried_again_before_the_partitions_are_served():
+    member, _, consumer, _, readiness, _ = membership()
+    attempts = 0
+
+    async def restore(assigned: Any) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise ConnectionError("broker restarting")
+        assert consumer.paused == {KEPT}  # still held on the second try
+
+    member.restore = restore
+    await member.on_partitions_assigned({KEPT})
+    await member.restored()
+    assert attempts == 2 and readiness.ready.is_set() and consumer.paused == set()
+
+
+async def test_the_assignment_callback_returns_while_the_restore_goes_on():
+    """aiokafka heartbeats only after the callback returns: a restore must not hold it."""
+    member, _, consumer, _, readiness, _ = membership()
+    go_on = asyncio.Event()
+
+    async def restore(assigned: Any) -> None:
+        await go_on.wait()
+
+    member.restore = restore
+    async with asyncio.timeout(5):
+        await member.on_partitions_assigned({KEPT})
+    assert member.assignment == {KEPT} and consumer.paused == {KEPT}
+    assert not readiness.ready.is_set()  # not serving before the sessions are back
+    go_on.set()
+    await member.restored()
+    assert readiness.ready.is_set() and consumer.paused == set()
+
+
+async def test_a_hand_over_during_a_restore_cancels_it_and_resumes_nothing():
+    member, _, consumer, _, readiness, _ = membership()
+    cancelled = asyncio.Event()
+
+    async def restore(assigned: Any) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    member.restore = restore
+    await member.on_partitions_assigned({KEPT, REVOKED})
+    await asyncio.sleep(0)
+    await member.hand_over({KEPT, REVOKED})
+    assert cancelled.is_set() and member.assignment == set()
+    assert consumer.paused == {KEPT, REVOKED}  # not resumed: no longer this member's
+    assert not readiness.ready.is_set()
+
+
+async def test_a_stray_cancellation_of_the_restore_is_a_failed_restore(caplog):
+    member, _, consumer, _, readiness, _ = membership()
+
+    async def restore(assigned: Any) -> None:
+        raise asyncio.CancelledError  # a client's own, nothing cancelled the restore
+
+    member.restore = restore
+    await member.on_partitions_assigned({KEPT})
+    await member.restored()
+    assert readiness.ready.is_set() and consumer.paused == set()
+    assert "CancelledError" in caplog.text
