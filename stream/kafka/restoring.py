@@ -90,7 +90,10 @@ class PartitionRestore:
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
-                self._backpressure.let_go(partitions, resume=False)
+                # A restore started since (``start``) holds its own partitions again.
+                superseded = task is not self._task
+                self._backpressure.let_go(partitions - self.partitions if superseded
+                                          else partitions, resume=False)
                 raise
             # Nothing cancelled the restore: a cancellation of its own escaped from a client.
             log.error("restoring the sessions of %d partitions raised CancelledError: their "

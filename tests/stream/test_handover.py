@@ -260,3 +260,28 @@ async def test_a_stray_cancellation_of_the_restore_is_a_failed_restore(caplog):
     await member.restored()
     assert readiness.ready.is_set() and consumer.paused == set()
     assert "CancelledError" in caplog.text
+
+
+async def test_a_restore_started_over_a_running_one_keeps_its_partitions_held():
+    """A second assignment while a restore still runs: the first one's cancellation must not
+    release the hold of the second, which restores the same partitions."""
+    member, _, consumer, _, _, backpressure = membership()
+    go_on = asyncio.Event()
+    started = 0
+
+    async def restore(assigned: Any) -> None:
+        nonlocal started
+        started += 1
+        await go_on.wait()
+
+    member.restore = restore
+    await member.on_partitions_assigned({KEPT})
+    await asyncio.sleep(0)
+    await member.on_partitions_assigned({KEPT})
+    await asyncio.sleep(0.01)  # the first restore has handled its cancellation
+    backpressure.apply(buffered=10)
+    backpressure.apply(buffered=0)  # backpressure lets go while the second restore runs
+    assert started == 2 and consumer.paused == {KEPT}
+    go_on.set()
+    await member.restored()
+    assert consumer.paused == set()
