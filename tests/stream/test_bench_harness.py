@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from stream.devtools.bench.harness import (
+    SteadyCpu,
     _wait_for_responses,
     member_env,
     preload,
@@ -66,6 +67,19 @@ async def test_the_drain_wait_ends_at_its_deadline_with_what_there_is(settings_f
     assert time.monotonic() - started < 30  # the 5 s deadline, and reading 20 records back
 
 
+def test_the_steady_cpu_counts_only_what_was_answered_between_the_first_and_last_notes():
+    readings = iter([2.0, 2.5, 3.0])  # CPU seconds, start-up already behind the first one
+    steady = SteadyCpu(lambda: next(readings))
+    steady.note(0)  # nothing answered yet: no reading
+    assert steady.us_per_event() is None
+    steady.note(1_000)
+    assert steady.us_per_event() is None  # one note: no span yet
+    steady.note(1_000)
+    assert steady.us_per_event() is None  # the same count twice: no events in the span
+    steady.note(3_000)
+    assert steady.us_per_event() == pytest.approx((3.0 - 2.0) / 2_000 * 1e6)
+
+
 def test_no_collection_runs_while_the_bench_measures():
     import gc
 
@@ -96,9 +110,12 @@ async def test_a_reference_answers_every_event_once_in_order_per_channel(setting
     settings = settings_for()
     events = backlog(600, 30, seed=3)
     await preload(settings, events)
-    responses, run = await run_children([command()], member_env(settings), settings,
-                                        len(events), timeout_s=60)
+    responses, run, steady = await run_children([command()], member_env(settings), settings,
+                                                len(events), timeout_s=60)
     assert run.exit_codes == [0]
+    # The member's CPU was read while it ran, and never beyond what the whole run cost.
+    assert steady.first is not None and steady.last is not None
+    assert 0 < steady.first[1] <= steady.last[1] <= run.cpu_s
     assert sorted(r["in_reply_to"] for r in responses.values) == sorted(
         str(e["event_id"]) for e in events)
     assert responses.order_violations(positions(events)) == 0

@@ -11,6 +11,10 @@ Rules, in the order they apply:
    watches only the topic's high watermarks; the responses are read back once it is over.
 4. The steady rate is responses / (last - first response timestamp): the group join and the
    start-up are not in it. Timestamps are the producer's create times, set at send.
+5. CPU is reported twice: for the whole run (rusage of the reaped children: imports, joining,
+   restoring and stopping included) and steady (``SteadyCpu``: the members' process trees read
+   when the first responses and the last ones are seen), which is what an event costs once
+   the member runs.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from aiokafka.structs import TopicPartition
 from stream.kafka.topics import ensure_topics
 from stream.settings import Settings, load_settings, placement_environment
 
-__all__ = ["Members", "ResponseReader", "Responses", "Run", "bench_settings", "member_env",
+__all__ = ["Members", "ResponseReader", "Responses", "Run", "SteadyCpu", "bench_settings",
+           "member_env",
            "offer", "preload", "read_responses", "reference_command", "relay_command",
            "run_children", "without_collections"]
 
@@ -166,6 +171,31 @@ class Run:
     exit_codes: list[int]
 
 
+@dataclass
+class SteadyCpu:
+    """The members' CPU seconds (``read``) noted with the count of responses written, from the
+    first count above zero to the latest: the cost of the events answered in between."""
+
+    read: Callable[[], float]
+    first: tuple[int, float] | None = None
+    last: tuple[int, float] | None = None
+
+    def note(self, written: int) -> None:
+        if written <= 0:
+            return
+        sample = (written, self.read())
+        if self.first is None:
+            self.first = sample
+        self.last = sample
+
+    def us_per_event(self) -> float | None:
+        """CPU microseconds per response between the first note and the last; None when
+        fewer than two notes counted different totals."""
+        if self.first is None or self.last is None or self.last[0] <= self.first[0]:
+            return None
+        return (self.last[1] - self.first[1]) / (self.last[0] - self.first[0]) * 1e6
+
+
 class Members:
     """Member processes started together and stopped together (SIGTERM, then reaped)."""
 
@@ -190,6 +220,19 @@ class Members:
 
     def died(self) -> bool:
         return any(child.poll() is not None for child in self.children)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the running members and their descendants (pool workers; a
+        supervisor's members), user and system; processes already gone are not counted."""
+        total = 0.0
+        for child in self.children:
+            with contextlib.suppress(psutil.Error):
+                member = psutil.Process(child.pid)
+                for process in (member, *member.children(recursive=True)):
+                    with contextlib.suppress(psutil.Error):
+                        times = process.cpu_times()
+                        total += times.user + times.system
+        return total
 
     async def stop(self) -> Run:
         self._sampler.cancel()
@@ -296,17 +339,19 @@ async def offer(settings: Settings, events: list[dict[str, Any]], rate: float,
 async def run_children(commands: list[list[str]], env: Mapping[str, str], settings: Settings,
                        expected: int, timeout_s: float,
                        on_started: Callable[[list[int]], None] | None = None
-                       ) -> tuple[Responses, Run]:
+                       ) -> tuple[Responses, Run, SteadyCpu]:
     """Start the processes, wait until ``expected`` responses exist (or the deadline), stop
     them with SIGTERM, and read the responses back."""
     members = Members(commands, env)
+    steady = SteadyCpu(members.cpu_seconds)
     if on_started is not None:
         on_started([child.pid for child in members.children])
     try:
-        responses = await _wait_for_responses(settings, expected, timeout_s, members.children)
+        responses = await _wait_for_responses(settings, expected, timeout_s, members.children,
+                                              steady)
     finally:
         run = await members.stop()
-    return responses, run
+    return responses, run, steady
 
 
 def _reap(child: subprocess.Popen[bytes]) -> int:
@@ -318,8 +363,10 @@ def _reap(child: subprocess.Popen[bytes]) -> int:
 
 
 async def _wait_for_responses(settings: Settings, expected: int, timeout_s: float,
-                              children: list[subprocess.Popen[bytes]]) -> Responses:
-    """Wait until the response topic holds ``expected`` records, then read them back.
+                              children: list[subprocess.Popen[bytes]],
+                              steady: SteadyCpu | None = None) -> Responses:
+    """Wait until the response topic holds ``expected`` records, then read them back; each
+    count seen is noted in ``steady``.
 
     While the members run, only the topic's high watermarks are watched: fetching and
     decoding every response meanwhile would take CPU from the members and the broker on the
@@ -338,6 +385,8 @@ async def _wait_for_responses(settings: Settings, expected: int, timeout_s: floa
         await consumer.seek_to_beginning(*partitions)
         while True:  # the watermarks are read at least once, however late the start was
             written = await _high_watermarks(consumer, partitions)
+            if steady is not None:
+                steady.note(min(written, expected))
             if written >= expected or time.monotonic() >= deadline:
                 break
             if any(child.poll() is not None for child in children):

@@ -90,13 +90,16 @@ async def drain(bootstrap: str, events: list[dict[str, Any]], extra_env: dict[st
     """Preload ``events``, run one member (or ``command``) until all are answered; figures."""
     settings = bench_settings(bootstrap)
     await preload(settings, events)
-    responses, run = await run_children([command or member_command()],
-                                        member_env(settings, extra_env), settings, len(events),
-                                        timeout_s, on_started=_profiler(profile))
+    responses, run, steady = await run_children([command or member_command()],
+                                                member_env(settings, extra_env), settings,
+                                                len(events), timeout_s,
+                                                on_started=_profiler(profile))
     answered = len(responses.values)
+    steady_us = steady.us_per_event()
     return {"events": len(events), "answered": answered,
             "steady_rate": round(responses.steady_rate(), 1), "cpu_s": round(run.cpu_s, 2),
             "cpu_us_per_event": round(run.cpu_s / max(answered, 1) * 1e6, 1),
+            "steady_cpu_us_per_event": None if steady_us is None else round(steady_us, 1),
             "peak_rss_mib": round(run.peak_rss_mib, 1),
             "order_violations": responses.order_violations(positions(events)),
             "exit_codes": run.exit_codes}
