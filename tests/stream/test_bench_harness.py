@@ -106,16 +106,21 @@ def test_no_collection_runs_while_the_bench_measures():
 @pytest.mark.kafka
 @pytest.mark.parametrize("command", [reference_command, relay_command],
                          ids=["minimal loop", "relay"])
-async def test_a_reference_answers_every_event_once_in_order_per_channel(settings_for, command):  # type: ignore[no-untyped-def]
+async def test_a_reference_answers_every_event_once_in_order_per_channel(  # type: ignore[no-untyped-def]
+        settings_for, kafka_broker, command):
     settings = settings_for()
     events = backlog(600, 30, seed=3)
     await preload(settings, events)
-    responses, run, steady = await run_children([command()], member_env(settings), settings,
-                                                len(events), timeout_s=60)
+    responses, run = await run_children([command()], member_env(settings), settings,
+                                        len(events), timeout_s=60, broker_pid=kafka_broker.pid)
     assert run.exit_codes == [0]
     # The member's CPU was read while it ran, and never beyond what the whole run cost.
-    assert steady.first is not None and steady.last is not None
+    steady = run.steady
+    assert steady is not None and steady.first is not None and steady.last is not None
     assert 0 < steady.first[1] <= steady.last[1] <= run.cpu_s
+    if kafka_broker.pid is not None:  # the embedded broker (not a container): read too
+        assert run.broker_steady is not None and run.broker_steady.first is not None
+        assert run.broker_steady.first[1] > 0
     assert sorted(r["in_reply_to"] for r in responses.values) == sorted(
         str(e["event_id"]) for e in events)
     assert responses.order_violations(positions(events)) == 0

@@ -14,7 +14,7 @@ Rules, in the order they apply:
 5. CPU is reported twice: for the whole run (rusage of the reaped children: imports, joining,
    restoring and stopping included) and steady (``SteadyCpu``: the members' process trees read
    when the first responses and the last ones are seen), which is what an event costs once
-   the member runs.
+   the member runs. The broker's steady CPU is read the same way: it shares the cores.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,9 +43,8 @@ from stream.kafka.topics import ensure_topics
 from stream.settings import Settings, load_settings, placement_environment
 
 __all__ = ["Members", "ResponseReader", "Responses", "Run", "SteadyCpu", "bench_settings",
-           "member_env",
-           "offer", "preload", "read_responses", "reference_command", "relay_command",
-           "run_children", "without_collections"]
+           "member_env", "offer", "preload", "process_cpu_seconds", "read_responses",
+           "reference_command", "relay_command", "run_children", "without_collections"]
 
 _REFERENCE = [sys.executable, "-m", "stream.devtools.bench.reference"]
 _RELAY = [*_REFERENCE, "relay"]
@@ -162,16 +161,6 @@ async def read_responses(settings: Settings, expected: int, timeout_s: float) ->
 
 
 @dataclass
-class Run:
-    """What one set of member processes cost: CPU seconds, and the peak of their summed RSS
-    (MiB, members and their pool workers, sampled every 0.25 s)."""
-
-    cpu_s: float
-    peak_rss_mib: float
-    exit_codes: list[int]
-
-
-@dataclass
 class SteadyCpu:
     """The members' CPU seconds (``read``) noted with the count of responses written, from the
     first count above zero to the latest: the cost of the events answered in between."""
@@ -194,6 +183,19 @@ class SteadyCpu:
         if self.first is None or self.last is None or self.last[0] <= self.first[0]:
             return None
         return (self.last[1] - self.first[1]) / (self.last[0] - self.first[0]) * 1e6
+
+
+@dataclass
+class Run:
+    """What one set of member processes cost: CPU seconds, and the peak of their summed RSS
+    (MiB, members and their pool workers, sampled every 0.25 s); for a drain, the steady CPU
+    of the members and of the broker (``SteadyCpu``)."""
+
+    cpu_s: float
+    peak_rss_mib: float
+    exit_codes: list[int]
+    steady: SteadyCpu | None = None
+    broker_steady: SteadyCpu | None = None
 
 
 class Members:
@@ -223,16 +225,8 @@ class Members:
 
     def cpu_seconds(self) -> float:
         """CPU seconds of the running members and their descendants (pool workers; a
-        supervisor's members), user and system; processes already gone are not counted."""
-        total = 0.0
-        for child in self.children:
-            with contextlib.suppress(psutil.Error):
-                member = psutil.Process(child.pid)
-                for process in (member, *member.children(recursive=True)):
-                    with contextlib.suppress(psutil.Error):
-                        times = process.cpu_times()
-                        total += times.user + times.system
-        return total
+        supervisor's members)."""
+        return process_cpu_seconds(child.pid for child in self.children)
 
     async def stop(self) -> Run:
         self._sampler.cancel()
@@ -243,6 +237,20 @@ class Members:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - self._before.ru_utime) + (after.ru_stime - self._before.ru_stime)
         return Run(cpu, self.peak_rss_mib, codes)
+
+
+def process_cpu_seconds(pids: Iterable[int]) -> float:
+    """User and system CPU seconds of the running processes ``pids`` and their descendants;
+    processes already gone are not counted."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            for process in (root, *root.children(recursive=True)):
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    total += times.user + times.system
+    return total
 
 
 class ResponseReader:
@@ -338,20 +346,25 @@ async def offer(settings: Settings, events: list[dict[str, Any]], rate: float,
 
 async def run_children(commands: list[list[str]], env: Mapping[str, str], settings: Settings,
                        expected: int, timeout_s: float,
-                       on_started: Callable[[list[int]], None] | None = None
-                       ) -> tuple[Responses, Run, SteadyCpu]:
+                       on_started: Callable[[list[int]], None] | None = None,
+                       broker_pid: int | None = None) -> tuple[Responses, Run]:
     """Start the processes, wait until ``expected`` responses exist (or the deadline), stop
-    them with SIGTERM, and read the responses back."""
+    them with SIGTERM, and read the responses back; the steady CPU of the members, and of the
+    broker when its process is given, in the ``Run``."""
     members = Members(commands, env)
     steady = SteadyCpu(members.cpu_seconds)
+    broker_steady = (SteadyCpu(lambda: process_cpu_seconds([broker_pid]))
+                     if broker_pid is not None else None)
     if on_started is not None:
         on_started([child.pid for child in members.children])
     try:
-        responses = await _wait_for_responses(settings, expected, timeout_s, members.children,
-                                              steady)
+        responses = await _wait_for_responses(
+            settings, expected, timeout_s, members.children,
+            [steady] if broker_steady is None else [steady, broker_steady])
     finally:
         run = await members.stop()
-    return responses, run, steady
+    run.steady, run.broker_steady = steady, broker_steady
+    return responses, run
 
 
 def _reap(child: subprocess.Popen[bytes]) -> int:
@@ -364,9 +377,9 @@ def _reap(child: subprocess.Popen[bytes]) -> int:
 
 async def _wait_for_responses(settings: Settings, expected: int, timeout_s: float,
                               children: list[subprocess.Popen[bytes]],
-                              steady: SteadyCpu | None = None) -> Responses:
+                              steady: Sequence[SteadyCpu] = ()) -> Responses:
     """Wait until the response topic holds ``expected`` records, then read them back; each
-    count seen is noted in ``steady``.
+    count seen is noted in every ``steady``.
 
     While the members run, only the topic's high watermarks are watched: fetching and
     decoding every response meanwhile would take CPU from the members and the broker on the
@@ -385,8 +398,8 @@ async def _wait_for_responses(settings: Settings, expected: int, timeout_s: floa
         await consumer.seek_to_beginning(*partitions)
         while True:  # the watermarks are read at least once, however late the start was
             written = await _high_watermarks(consumer, partitions)
-            if steady is not None:
-                steady.note(min(written, expected))
+            for meter in steady:
+                meter.note(min(written, expected))
             if written >= expected or time.monotonic() >= deadline:
                 break
             if any(child.poll() is not None for child in children):

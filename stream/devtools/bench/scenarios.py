@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import statistics
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,9 +35,13 @@ from stream.devtools.bench.harness import (
 from stream.observability.stats import percentile
 from stream.settings import Settings
 
-__all__ = ["SCENARIOS", "ScenarioResult", "backlog"]
+__all__ = ["SCENARIOS", "TRIALS", "ScenarioResult", "backlog", "ratio"]
 
 Note = Callable[[str], None]
+# Rounds of a ratio scenario, reference and subject in turn: on a shared machine the speed of
+# both drifts by tens of percent from one minute to the next, and the median round's ratio
+# drifts least.
+TRIALS = 3
 _IO_PLUGIN = "stream.devtools.bench.steps:io_step"
 
 
@@ -84,22 +89,24 @@ def positions(events: list[dict[str, Any]]) -> dict[str, tuple[str, int]]:
     return result
 
 
-async def drain(bootstrap: str, events: list[dict[str, Any]], extra_env: dict[str, str],
-                timeout_s: float, command: list[str] | None = None,
+async def drain(broker: EmbeddedBroker, events: list[dict[str, Any]],
+                extra_env: dict[str, str], timeout_s: float, command: list[str] | None = None,
                 profile: Path | None = None) -> dict[str, Any]:
     """Preload ``events``, run one member (or ``command``) until all are answered; figures."""
-    settings = bench_settings(bootstrap)
+    settings = bench_settings(broker.bootstrap_servers)
     await preload(settings, events)
-    responses, run, steady = await run_children([command or member_command()],
-                                                member_env(settings, extra_env), settings,
-                                                len(events), timeout_s,
-                                                on_started=_profiler(profile))
+    responses, run = await run_children([command or member_command()],
+                                        member_env(settings, extra_env), settings, len(events),
+                                        timeout_s, on_started=_profiler(profile),
+                                        broker_pid=broker.pid)
     answered = len(responses.values)
-    steady_us = steady.us_per_event()
+    steady_us = run.steady.us_per_event() if run.steady is not None else None
+    broker_us = run.broker_steady.us_per_event() if run.broker_steady is not None else None
     return {"events": len(events), "answered": answered,
             "steady_rate": round(responses.steady_rate(), 1), "cpu_s": round(run.cpu_s, 2),
             "cpu_us_per_event": round(run.cpu_s / max(answered, 1) * 1e6, 1),
             "steady_cpu_us_per_event": None if steady_us is None else round(steady_us, 1),
+            "broker_steady_cpu_us_per_event": None if broker_us is None else round(broker_us, 1),
             "peak_rss_mib": round(run.peak_rss_mib, 1),
             "order_violations": responses.order_violations(positions(events)),
             "exit_codes": run.exit_codes}
@@ -123,48 +130,65 @@ def _profiler(path: Path | None) -> Callable[[list[int]], None] | None:
     return attach
 
 
-async def passthrough(note: Note, profile_dir: Path | None = None, events: int = 50_000
-                      ) -> ScenarioResult:
+async def passthrough(note: Note, profile_dir: Path | None = None, events: int = 50_000,
+                      trials: int = TRIALS) -> ScenarioResult:
     """One reply step, session scope channel: the member's fixed cost per event against the
-    minimal aiokafka loop, on a 50,000-event backlog over 1,000 channels."""
+    minimal aiokafka loop, on a 50,000-event backlog over 1,000 channels; in ``trials`` rounds
+    of reference and members in turn, the targets on the median round's ratio."""
     result = ScenarioResult("passthrough")
     work = backlog(events, 1_000)
     member = {"CHATSTREAM_PROCESSORS": "reply", "CHATSTREAM_SESSION_SCOPE": "channel"}
+    ratios: list[float] = []
+    bare_ratios: list[float] = []
     with EmbeddedBroker() as broker:
-        note("passthrough: minimal aiokafka loop")
-        reference = await drain(broker.bootstrap_servers, work, {}, 120, reference_command())
-        note("passthrough: chatstream, 1 worker")
-        one = await drain(broker.bootstrap_servers, work, member, 180, profile=(
-            profile_dir / "passthrough.raw.txt" if profile_dir else None))
-        note("passthrough: chatstream, 1 worker, no changelog")
-        bare = await drain(broker.bootstrap_servers, work,
-                           {**member, "CHATSTREAM_CHANGELOG": "false"}, 180)
-    result.rows += [{"run": "minimal aiokafka loop", **reference},
-                    {"run": "chatstream, 1 worker", **one},
-                    {"run": "chatstream, 1 worker, CHATSTREAM_CHANGELOG=false", **bare}]
-    result.target("passthrough: 1 worker / minimal loop",
-                  one["steady_rate"] / max(reference["steady_rate"], 1e-9), 1.0, unit="x")
-    result.target("passthrough without the changelog: 1 worker / minimal loop",
-                  bare["steady_rate"] / max(reference["steady_rate"], 1e-9), 1.0, unit="x")
+        for trial in range(1, trials + 1):
+            note(f"passthrough {trial}/{trials}: minimal aiokafka loop")
+            reference = await drain(broker, work, {}, 120,
+                                    reference_command())
+            note(f"passthrough {trial}/{trials}: chatstream, 1 worker")
+            one = await drain(broker, work, member, 180, profile=(
+                profile_dir / "passthrough.raw.txt" if profile_dir and trial == 1 else None))
+            note(f"passthrough {trial}/{trials}: chatstream, 1 worker, no changelog")
+            bare = await drain(broker, work, {**member, "CHATSTREAM_CHANGELOG": "false"}, 180)
+            result.rows += [{"run": "minimal aiokafka loop", "trial": trial, **reference},
+                            {"run": "chatstream, 1 worker", "trial": trial, **one},
+                            {"run": "chatstream, 1 worker, CHATSTREAM_CHANGELOG=false",
+                             "trial": trial, **bare}]
+            ratios.append(ratio(one, reference))
+            bare_ratios.append(ratio(bare, reference))
+    result.target(f"passthrough: 1 worker / minimal loop (median of {trials})",
+                  statistics.median(ratios), 1.0, unit="x")
+    result.target(f"passthrough without the changelog: 1 worker / minimal loop (median of "
+                  f"{trials})", statistics.median(bare_ratios), 1.0, unit="x")
     return result
 
 
-async def scale(note: Note, profile_dir: Path | None = None, events: int = 50_000
-                ) -> ScenarioResult:
-    """The passthrough backlog with ``--workers 2`` against one worker."""
+async def scale(note: Note, profile_dir: Path | None = None, events: int = 50_000,
+                trials: int = TRIALS) -> ScenarioResult:
+    """The passthrough backlog with ``--workers 2`` against one worker, in ``trials`` rounds
+    of both in turn; the target on the median round's ratio."""
     result = ScenarioResult("scale")
     work = backlog(events, 1_000)
     member = {"CHATSTREAM_PROCESSORS": "reply", "CHATSTREAM_SESSION_SCOPE": "channel"}
+    ratios: list[float] = []
     with EmbeddedBroker() as broker:
-        note("scale: 1 worker")
-        one = await drain(broker.bootstrap_servers, work, member, 180)
-        note("scale: 2 workers")
-        two = await drain(broker.bootstrap_servers, work, member, 180,
-                          [*member_command(), "--workers", "2"])
-    result.rows += [{"run": "1 worker", **one}, {"run": "2 workers", **two}]
-    result.target("scale: 2 workers / 1 worker (passthrough)",
-                  two["steady_rate"] / max(one["steady_rate"], 1e-9), 1.6, unit="x")
+        for trial in range(1, trials + 1):
+            note(f"scale {trial}/{trials}: 1 worker")
+            one = await drain(broker, work, member, 180)
+            note(f"scale {trial}/{trials}: 2 workers")
+            two = await drain(broker, work, member, 180,
+                              [*member_command(), "--workers", "2"])
+            result.rows += [{"run": "1 worker", "trial": trial, **one},
+                            {"run": "2 workers", "trial": trial, **two}]
+            ratios.append(ratio(two, one))
+    result.target(f"scale: 2 workers / 1 worker (passthrough, median of {trials})",
+                  statistics.median(ratios), 1.6, unit="x")
     return result
+
+
+def ratio(run: dict[str, Any], reference: dict[str, Any]) -> float:
+    """``run``'s steady rate as a multiple of ``reference``'s."""
+    return float(run["steady_rate"]) / max(float(reference["steady_rate"]), 1e-9)
 
 
 async def io_bound(note: Note, profile_dir: Path | None = None) -> ScenarioResult:
@@ -188,14 +212,13 @@ async def io_bound(note: Note, profile_dir: Path | None = None) -> ScenarioResul
                 profile = (profile_dir / "io-bound.raw.txt" if profile_dir is not None
                            and engine == "concurrent" and jitter != "0" else None)
                 figures = runs[engine, jitter] = await drain(
-                    broker.bootstrap_servers, backlog(count, 1_000), env_for(engine, jitter), 120,
-                    profile=profile)
+                    broker, backlog(count, 1_000), env_for(engine, jitter), 120, profile=profile)
                 result.rows.append({"run": f"{engine}, 20 ms x U({1 - float(jitter):g}, "
                                            f"{1 + float(jitter):g})", **figures})
         shipped: dict[str, dict[str, Any]] = {}
         for engine, count in (("concurrent", 20_000), ("basic", 2_000)):
             note(f"io-bound: {engine}, jitter 0.5, {workers} workers")
-            shipped[engine] = await drain(broker.bootstrap_servers, backlog(count, 1_000),
+            shipped[engine] = await drain(broker, backlog(count, 1_000),
                                           env_for(engine, "0.5"), 120,
                                           [*member_command(), "--workers", str(workers)])
             result.rows.append({"run": f"{engine}, 20 ms x U(0.5, 1.5), {workers} workers",
@@ -374,11 +397,11 @@ async def full(note: Note, profile_dir: Path | None = None, events: int = 20_000
     work = backlog(events, 1_000, seed=17)
     with EmbeddedBroker() as broker:
         note("full: default pipeline, 1 worker")
-        one = await drain(broker.bootstrap_servers, work, {}, 150,
+        one = await drain(broker, work, {}, 150,
                           profile=profile_dir / "full.raw.txt" if profile_dir else None)
         workers = default_workers()
         note(f"full: default pipeline, {workers} workers")
-        shipped = await drain(broker.bootstrap_servers, work, {}, 150,
+        shipped = await drain(broker, work, {}, 150,
                               [*member_command(), "--workers", str(workers)])
     result.rows += [{"run": "default pipeline, 1 worker", **one},
                     {"run": f"default pipeline, {workers} workers", **shipped}]
