@@ -149,15 +149,9 @@ class ProcessorPipeline:
         pipeline.start_warm_up()
         return pipeline
 
-    async def run(self, context: ProcessorContext) -> PipelineResult:
-        """(reply text, outcomes by processor name, degraded names) with retries and breakers."""
-        return await self._run(context, resilient=True)
-
-    async def run_basic(self, context: ProcessorContext) -> PipelineResult:
-        """The baseline: same shape and per-step timeouts, one attempt each, no breakers."""
-        return await self._run(context, resilient=False)
-
-    async def _run(self, context: ProcessorContext, resilient: bool) -> PipelineResult:
+    async def run(self, context: ProcessorContext, resilient: bool = True) -> PipelineResult:
+        """(reply text, outcomes by processor name, degraded names) with retries and breakers
+        (``resilient``; see ``run_basic``)."""
         analysis_steps, waiting = self._analysis, self._waiting_analysis
         if len(waiting) > 1:
             # Steps that wait (async, thread, process) side by side; inline ones meanwhile
@@ -190,6 +184,10 @@ class ProcessorPipeline:
                 reply = text
         degraded = [n for n, o in outcomes.items() if o.status is not ProcessorStatus.OK]
         return reply, outcomes, degraded
+
+    async def run_basic(self, context: ProcessorContext) -> PipelineResult:
+        """The baseline: same shape and per-step timeouts, one attempt each, no breakers."""
+        return await self.run(context, resilient=False)
 
     def session_update(self, outcomes: dict[str, ProcessorOutcome]) -> SessionUpdate:
         """The merged session updates of the processors that declare one (``UpdatesSession``),
@@ -286,11 +284,26 @@ class ProcessorPipeline:
         attempts = _Attempts()
         deadline = Deadline(processor.timeout_s)
         status, data, error = ProcessorStatus.OK, {}, None
-        tries = self._attempts(processor, context, attempts, resilient, begun, started)
         try:
-            # A suspended first attempt waits at once: no need to run it by hand to see that.
-            data = await (waiting_within(tries, deadline) if isinstance(begun, _Suspended)
-                          else within(tries, deadline))
+            if isinstance(begun, _Suspended):
+                # The first attempt waits at once: it is awaited right here, with no coroutine
+                # between (every layer of the chain is resumed at each of its wake-ups), and
+                # its retries get what is left of the step's time.
+                attempts.count, attempts.open = 1, True
+                try:
+                    data = self._checked(processor, await waiting_within(
+                        Resumed(begun.step, begun.first), deadline), attempts)
+                except Exception as exc:
+                    if deadline.expired() or not self._retryable(processor, resilient,
+                                                                 attempts, exc):
+                        raise
+                    deadline = Deadline(max(0.0, processor.timeout_s
+                                            - (time.perf_counter() - started)))
+                    data = await within(self._retries(processor, context, attempts, started),
+                                        deadline)
+            else:
+                data = await within(self._attempts(processor, context, attempts, resilient,
+                                                   begun, started), deadline)
         except TimeoutError as exc:
             # Only our own deadline is a timeout; a TimeoutError raised by the step is a failure.
             expired = deadline.expired()
@@ -305,30 +318,36 @@ class ProcessorPipeline:
                              self._breakers[processor.name] if resilient else None)
 
     async def _attempts(self, processor: Processor, context: ProcessorContext,
-                        attempts: _Attempts, resilient: bool,
-                        begun: _Suspended | _Failed | None, started: float) -> dict[str, Any]:
-        """The step's data: a first attempt (its error when an INLINE or ASYNC step's first
-        attempt already failed, its rest when one started and waits), then (resilient only)
-        the retries of a transient failure, within what is left of the step's timeout since
-        ``started`` (``time.perf_counter``). The retry machinery is built only once an attempt
-        failed."""
+                        attempts: _Attempts, resilient: bool, begun: _Failed | None,
+                        started: float) -> dict[str, Any]:
+        """The step's data: a first attempt (or its error, when an INLINE or ASYNC step's
+        first attempt already failed), then (resilient only) the retries of a transient
+        failure, within what is left of the step's timeout since ``started``
+        (``time.perf_counter``). The retry machinery is built only once an attempt failed."""
         attempts.count, attempts.open = 1, True
         try:
-            if isinstance(begun, _Failed):
-                raise begun.error
             if begun is not None:
-                data = await Resumed(begun.step, begun.first)
-            else:
-                data = await self._invoke(processor, context)
-            data = self._checked(processor, data, attempts)
-            return data
+                raise begun.error
+            return self._checked(processor, await self._invoke(processor, context), attempts)
         except Exception as exc:
-            if attempts.open:
-                attempts.open = False
-                self._notify("on_attempt", processor.name, attempts.count, exc)
-            if not resilient or self._retry.retries < 1 or not isinstance(
-                    exc, TransientProcessorError):
+            if not self._retryable(processor, resilient, attempts, exc):
                 raise
+        return await self._retries(processor, context, attempts, started)
+
+    def _retryable(self, processor: Processor, resilient: bool, attempts: _Attempts,
+                   error: Exception) -> bool:
+        """The first attempt failed with ``error`` (told to the observer here, unless it was
+        already): True when it is tried again."""
+        if attempts.open:
+            attempts.open = False
+            self._notify("on_attempt", processor.name, attempts.count, error)
+        return resilient and self._retry.retries >= 1 and isinstance(
+            error, TransientProcessorError)
+
+    async def _retries(self, processor: Processor, context: ProcessorContext,
+                       attempts: _Attempts, started: float) -> dict[str, Any]:
+        """The attempts after a transient first failure, within what is left of the step's
+        timeout since ``started``."""
         budget_s = processor.timeout_s - (time.perf_counter() - started)
         async for attempt in await self._retry.after_first_failure(budget_s):
             with attempt:
