@@ -267,7 +267,8 @@ class ConcurrentConversationManager:
         while following is not None:
             item = following
             try:
-                await self._answer(item)
+                if (step := self._answer(item)) is not None:
+                    await step
             except BaseException:
                 self._finished(item)
                 raise
@@ -278,25 +279,29 @@ class ConcurrentConversationManager:
     async def _run(self, item: WorkItem) -> None:
         """One item, started on the caller's stack (``start_eagerly``)."""
         try:
-            await self._answer(item)
+            if (step := self._answer(item)) is not None:
+                await step
         finally:
             self._finished(item)
 
-    async def _answer(self, item: WorkItem) -> None:
+    def _answer(self, item: WorkItem) -> Coroutine[Any, Any, ResponseEvent | None] | None:
+        """What answers ``item`` (``answer``), for the caller to await itself: one coroutine
+        less in the chain that every wake-up of a waiting step resumes. None when the item
+        ended here (its session is gone, or could not be read)."""
         state = self._sessions.get(item.session_key)
         if state is None:
             # Busy sessions are never evicted, only handed over with their partition: an item
             # let go but not yet begun when that happened is the next owner's.
             self._sink.failed(item, EngineStopped("partition revoked") if item.partition
                               is not None else RuntimeError(f"session {item.session_id} vanished"))
-            return
+            return None
         try:
             snapshot = state.snapshot()
         except Exception as error:  # a bug too; the sink must still hear of the event
             log.exception("session %s of event %s could not be read", item.session_id,
                           item.event.event_id)
             self._sink.failed(item, error)
-            return
+            return None
 
         def record(response: ResponseEvent, now: float) -> None:
             update = self._pipeline.session_update(response.analysis)
@@ -304,11 +309,9 @@ class ConcurrentConversationManager:
                          new_thread=update.new_thread, emotion=update.emotion, now=now)
             if self._session_log is not None:
                 item.session_state = session_records(state)
+            self._served.add(item.priority, item.admitted_at, response, now)
 
-        response = await answer(item, snapshot, self._pipeline.run, self._sink,
-                                self._clock, record)
-        if response is not None:
-            self._served.add(item.priority, item.admitted_at, response, self._clock())
+        return answer(item, snapshot, self._pipeline.run, self._sink, self._clock, record)
 
     def _finished(self, item: WorkItem, take_next: bool = False) -> WorkItem | None:
         """``item`` is over: its session's lane is free, waiting sessions get free slots, and
