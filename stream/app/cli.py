@@ -169,7 +169,8 @@ def stats(
 @app.command()
 def bench(
     scenarios: Annotated[list[str] | None, typer.Argument(
-        help="scenarios: all, passthrough, io-bound, latency, priority, cache, scale, full")
+        help="scenarios: all, passthrough, io-bound, latency, priority, cache, scale, full, "
+        "engine")
     ] = None,
     out: Annotated[Path, typer.Option(help="results folder")] = Path("bench-results"),
     profile: Annotated[bool, typer.Option(

@@ -146,3 +146,20 @@ def test_a_ratio_to_a_missing_or_zero_figure_is_left_empty():
     assert _ratio(60.0, 40.0) == 1.5
     assert _ratio(None, 40.0) is None and _ratio(60.0, None) is None and _ratio(60.0, 0.0) is None
     assert _cell(None) == ""
+
+
+@pytest.mark.parametrize("plugin", ["", "stream.devtools.bench.steps:io_step"],
+                         ids=["eager", "waiting"])
+async def test_the_engine_cost_child_answers_every_event_without_kafka(plugin):  # type: ignore[no-untyped-def]
+    import os
+
+    from stream.devtools.bench.scenarios import _engine_cost
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CHATSTREAM_")}
+    env.update({"CHATSTREAM_PROCESSORS": "reply", "CHATSTREAM_PROCESSOR_PLUGINS": plugin,
+                "CHATSTREAM_BENCH_IO_MS": "1", "CHATSTREAM_MAX_IN_FLIGHT": "1000",
+                # Nowhere to connect to: the engine alone must not need a broker.
+                "CHATSTREAM_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
+    figures = await _engine_cost(2_500, env)
+    assert (figures["events"], figures["answered"], figures["failed"]) == (2_500, 2_500, 0)
+    assert figures["cpu_us_per_event"] > 0 and figures["rate"] > 0

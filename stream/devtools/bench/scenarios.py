@@ -1,21 +1,26 @@
 """The benchmark scenarios. Each returns rows of figures and the targets it checks.
 
-Every scenario runs on a fresh embedded broker, is bounded in events and time, and compares
-against a reference measured in the same run (the machines are shared: only ratios travel).
-Members run as ``chatstream run`` child processes configured through the environment.
+Every scenario but ``engine`` runs on a fresh embedded broker, is bounded in events and time,
+and compares against a reference measured in the same run (the machines are shared: only ratios
+travel). Members run as ``chatstream run`` child processes configured through the environment;
+``engine`` runs the engine alone, without Kafka, in child processes too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import random
 import statistics
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from infra.broker import EmbeddedBroker
 from stream.app.supervisor import member_command
@@ -117,7 +122,6 @@ def _profiler(path: Path | None) -> Callable[[list[int]], None] | None:
         return None
     import shutil
     import subprocess
-    import sys
 
     # The virtualenv's py-spy, also when its bin folder is not on PATH.
     spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
@@ -413,7 +417,64 @@ async def full(note: Note, profile_dir: Path | None = None, events: int = 20_000
     return result
 
 
+_STEPS = "stream.devtools.bench.steps"
+# What a waiting step costs, layer by layer: each shape adds one thing to the one before.
+_ENGINE_SHAPES: list[tuple[str, dict[str, str]]] = [
+    ("reply step only (runs on the caller's stack)", {}),
+    ("+ an inline step", {"CHATSTREAM_PROCESSOR_PLUGINS": f"{_STEPS}:inline_step"}),
+    ("+ an async step that never suspends", {
+        "CHATSTREAM_PROCESSOR_PLUGINS": f"{_STEPS}:instant_step"}),
+    ("+ an async step that suspends once", {
+        "CHATSTREAM_PROCESSOR_PLUGINS": _IO_PLUGIN, "CHATSTREAM_BENCH_IO_MS": "0"}),
+    ("+ waiting 20 ms x U(0.5, 1.5)", {
+        "CHATSTREAM_PROCESSOR_PLUGINS": _IO_PLUGIN, "CHATSTREAM_BENCH_IO_MS": "20",
+        "CHATSTREAM_BENCH_IO_JITTER": "0.5"}),
+]
+
+
+async def engine(note: Note, profile_dir: Path | None = None, events: int = 20_000,
+                 trials: int = TRIALS) -> ScenarioResult:
+    """The concurrent engine alone, no Kafka (``stream.devtools.bench.engine_cost``), 1,000
+    sessions and 1,000 in flight, for pipelines that each add one thing to the one before;
+    ``trials`` rounds of all of them in turn, the median round's CPU per event. No target: it
+    tells where a waiting step's cost goes, and compares engines steadily (no broker)."""
+    result = ScenarioResult("engine")
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("CHATSTREAM_", "KAFKA_", "OTEL_"))}
+    env.update({"CHATSTREAM_PROCESSORS": "reply", "CHATSTREAM_MAX_IN_FLIGHT": "1000",
+                "CHATSTREAM_LOG_LEVEL": "WARNING"})
+    found: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in _ENGINE_SHAPES}
+    for trial in range(1, trials + 1):
+        for name, extra in _ENGINE_SHAPES:
+            note(f"engine {trial}/{trials}: {name}")
+            found[name].append(await _engine_cost(events, {**env, **extra}))
+    for name, runs in found.items():
+        result.rows.append({
+            "run": name, "events": events, "trials": trials,
+            "answered": min(run["answered"] for run in runs),
+            "failed": max(run["failed"] for run in runs),
+            "cpu_us_per_event": statistics.median(run["cpu_us_per_event"] for run in runs),
+            "rate": statistics.median(run["rate"] for run in runs)})
+    return result
+
+
+async def _engine_cost(events: int, env: dict[str, str]) -> dict[str, Any]:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "stream.devtools.bench.engine_cost", str(events), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        out, _ = await asyncio.wait_for(child.communicate(), timeout=180)
+    except TimeoutError:
+        child.kill()
+        await child.wait()
+        raise
+    if child.returncode != 0:
+        raise RuntimeError(f"engine_cost exited with {child.returncode}")
+    figures: dict[str, Any] = orjson.loads(out.splitlines()[-1])
+    return figures
+
+
 SCENARIOS: dict[str, Callable[..., Any]] = {
     "passthrough": passthrough, "io-bound": io_bound, "latency": latency,
-    "priority": priority, "cache": cache, "scale": scale, "full": full,
+    "priority": priority, "cache": cache, "scale": scale, "full": full, "engine": engine,
 }

@@ -2,8 +2,11 @@
 
 ``io_step``: an analysis step that stands for a remote call (a database, an LLM API): it waits
 ``CHATSTREAM_BENCH_IO_MS`` milliseconds, times U(1 - j, 1 + j) with j =
-``CHATSTREAM_BENCH_IO_JITTER`` (0 by default). Read from the environment because a plugin
-factory receives only the service's settings.
+``CHATSTREAM_BENCH_IO_JITTER`` (0 by default; 0 ms still suspends once). Read from the
+environment because a plugin factory receives only the service's settings.
+
+``inline_step`` and ``instant_step``: the same lookup with no wait at all, as an inline step
+and as an async step that never suspends; what a step costs the engine apart from waiting.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import Any
 from processors.base import ExecutionKind, Stage
 from schemas.context import ProcessorContext
 
-__all__ = ["SimulatedLookup", "io_step"]
+__all__ = ["InlineLookup", "InstantLookup", "SimulatedLookup", "inline_step", "instant_step",
+           "io_step"]
 
 
 class SimulatedLookup:
@@ -39,3 +43,31 @@ def io_step(settings: Any) -> list[SimulatedLookup]:
     latency_ms = float(os.environ.get("CHATSTREAM_BENCH_IO_MS", "20"))
     jitter = float(os.environ.get("CHATSTREAM_BENCH_IO_JITTER", "0"))
     return [SimulatedLookup(latency_ms / 1000, jitter)]
+
+
+class InlineLookup:
+    name = "lookup"
+    kind = ExecutionKind.INLINE
+    stage = Stage.ANALYSIS
+    timeout_s = 1.0
+
+    def process(self, context: ProcessorContext) -> dict[str, Any]:
+        return {"looked_up": True}
+
+
+class InstantLookup:
+    name = "lookup"
+    kind = ExecutionKind.ASYNC
+    stage = Stage.ANALYSIS
+    timeout_s = 1.0
+
+    async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        return {"looked_up": True}
+
+
+def inline_step(settings: Any) -> list[InlineLookup]:
+    return [InlineLookup()]
+
+
+def instant_step(settings: Any) -> list[InstantLookup]:
+    return [InstantLookup()]
