@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from processors.eager import Resumed, bind_to_own_task
 
-__all__ = ["Deadline", "waiting_within", "within"]
+__all__ = ["Deadline", "within"]
 
 T = TypeVar("T")
 
@@ -78,6 +78,18 @@ class Deadline:
     def _bind(self, task: asyncio.Task[Any]) -> None:
         self._task = task
         self._cancelling = task.cancelling()
+
+    def enter(self) -> None:
+        """Arm: the step waits from now (``Bound``)."""
+        self._arm()
+
+    def leave(self, error: BaseException | None) -> BaseException | None:
+        """The step ended (``Bound``): its cancellation by this deadline becomes a
+        ``TimeoutError`` (rule 1)."""
+        own = self._end()
+        if own and isinstance(error, asyncio.CancelledError):
+            return TimeoutError()
+        return None
 
     def _fire(self) -> None:
         assert self._task is not None
@@ -163,23 +175,4 @@ async def within(step: Coroutine[Any, Any, T], deadline: Deadline) -> T:
     except BaseException:
         step.close()
         raise
-    return await waiting_within(Resumed(step, suspended_on), deadline)
-
-
-async def waiting_within(step: Coroutine[Any, Any, T] | Resumed, deadline: Deadline) -> T:
-    """``await step`` under ``deadline``, armed now: for a step known to wait at once (one
-    already run up to its first suspension), which ``within`` would only run by hand to see it
-    suspend."""
-    try:
-        deadline._arm()
-    except BaseException:
-        step.close()
-        raise
-    try:
-        return await step
-    except asyncio.CancelledError as cancelled:
-        if deadline._end():
-            raise TimeoutError from cancelled
-        raise
-    finally:
-        deadline._end()  # once ended (as just above), ending again changes nothing
+    return await Resumed(step, suspended_on, deadline)  # type: ignore[no-any-return]

@@ -18,9 +18,9 @@ import asyncio
 import contextvars
 import threading
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Resumed", "bind_to_own_task", "start_eagerly"]
+__all__ = ["Bound", "Resumed", "bind_to_own_task", "start_eagerly"]
 
 _local = threading.local()  # each thread runs one loop at a time: its eager run is found here
 
@@ -61,36 +61,65 @@ async def _rest(resumed: Resumed) -> Any:
     return await resumed
 
 
+class Bound(Protocol):
+    """What a ``Resumed`` step waits under (a deadline): entered when the wait goes on, left
+    with how it ended (None: a value); ``leave`` may name the error to raise instead."""
+
+    def enter(self) -> None: ...
+
+    def leave(self, error: BaseException | None) -> BaseException | None: ...
+
+
 class Resumed:
     """The rest of a coroutine already run up to its first suspension, as an awaitable: it
     hands the event loop what the coroutine yielded and forwards what comes back (a value, an
-    exception such as a cancellation, or a close), as ``await`` itself does."""
+    exception such as a cancellation, or a close), as ``await`` itself does. Under a ``bound``,
+    entered when awaited and left when the coroutine ends: one frame for both, as every frame of
+    a waiting chain is resumed at each of its wake-ups."""
 
-    __slots__ = ("_first", "_step")
+    __slots__ = ("_bound", "_first", "_step")
 
-    def __init__(self, step: Coroutine[Any, Any, Any], first: Any) -> None:
+    def __init__(self, step: Coroutine[Any, Any, Any], first: Any,
+                 bound: Bound | None = None) -> None:
         self._step = step
         self._first = first
+        self._bound = bound
 
     def close(self) -> None:
         """Close the coroutine, for a caller that will not await this after all."""
         self._step.close()
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        step, to_yield = self._step, self._first
-        while True:
+        step, to_yield, bound = self._step, self._first, self._bound
+        if bound is not None:
             try:
-                sent = yield to_yield
-            except GeneratorExit:
+                bound.enter()
+            except BaseException:
                 step.close()
                 raise
-            except BaseException as exc:  # thrown in by the task: a cancellation, mostly
+        try:
+            while True:
                 try:
-                    to_yield = step.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    to_yield = step.send(sent)
-                except StopIteration as done:
-                    return done.value
+                    sent = yield to_yield
+                except GeneratorExit:
+                    step.close()
+                    raise
+                except BaseException as exc:  # thrown in by the task: a cancellation, mostly
+                    try:
+                        to_yield = step.throw(exc)
+                    except StopIteration as done:
+                        value = done.value
+                        break
+                else:
+                    try:
+                        to_yield = step.send(sent)
+                    except StopIteration as done:
+                        value = done.value
+                        break
+        except BaseException as error:
+            if bound is not None and (instead := bound.leave(error)) is not None:
+                raise instead from error
+            raise
+        if bound is not None:
+            bound.leave(None)
+        return value

@@ -21,7 +21,7 @@ from processors.base import (
     TransientProcessorError,
     UpdatesSession,
 )
-from processors.deadline import Deadline, waiting_within, within
+from processors.deadline import Deadline, within
 from processors.eager import Resumed
 from processors.observers import NullObserver, PipelineObserver
 from processors.outcomes import StepStats, as_json, describe_error
@@ -291,8 +291,8 @@ class ProcessorPipeline:
                 # its retries get what is left of the step's time.
                 attempts.count, attempts.open = 1, True
                 try:
-                    data = self._checked(processor, await waiting_within(
-                        Resumed(begun.step, begun.first), deadline), attempts)
+                    data = self._checked(processor, await Resumed(
+                        begun.step, begun.first, deadline), attempts)
                 except Exception as exc:
                     if deadline.expired() or not self._retryable(processor, resilient,
                                                                  attempts, exc):

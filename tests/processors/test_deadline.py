@@ -198,19 +198,19 @@ async def test_a_shorter_deadline_armed_later_is_not_held_back_by_a_longer_one()
 
 
 async def test_a_step_already_waiting_is_awaited_under_a_deadline_armed_at_once():
-    """``waiting_within`` takes a step run up to its first suspension (``Resumed``): it comes
-    back with the step's value, or times out at the deadline with the step cancelled."""
-    from processors.deadline import waiting_within
+    """A step run up to its first suspension, resumed under a deadline (``Resumed`` with the
+    deadline as its bound): it comes back with the step's value, or times out at the deadline
+    with the step cancelled."""
     from processors.eager import Resumed
 
-    def started(step: Any) -> Resumed:
-        return Resumed(step, step.send(None))
+    def started(step: Any, deadline: Deadline) -> Resumed:
+        return Resumed(step, step.send(None), deadline)
 
-    assert await waiting_within(started(sleeps(0.001)), Deadline(5)) == "slept"
+    assert await started(sleeps(0.001), Deadline(5)) == "slept"
     cancelled = asyncio.Event()
     deadline = Deadline(0.02)
     with pytest.raises(TimeoutError):
-        await waiting_within(started(hangs(cancelled)), deadline)
+        await started(hangs(cancelled), deadline)
     assert deadline.expired() and cancelled.is_set()
 
 
