@@ -64,7 +64,8 @@ class Deadline:
     def expired(self) -> bool:
         return self._expired
 
-    def _arm(self) -> None:
+    def enter(self) -> None:
+        """Arm: the step waits from now (``Bound``)."""
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("a deadline must be awaited inside a task")
@@ -79,33 +80,23 @@ class Deadline:
         self._task = task
         self._cancelling = task.cancelling()
 
-    def enter(self) -> None:
-        """Arm: the step waits from now (``Bound``)."""
-        self._arm()
-
-    def leave(self, error: BaseException | None) -> BaseException | None:
-        """The step ended (``Bound``): its cancellation by this deadline becomes a
-        ``TimeoutError`` (rule 1)."""
-        own = self._end()
-        if own and isinstance(error, asyncio.CancelledError):
-            return TimeoutError()
-        return None
-
     def _fire(self) -> None:
         assert self._task is not None
         self._state = _FIRED
         self._expired = True
         self._task.cancel()
 
-    def _end(self) -> bool:
-        """The step ended: True when its cancellation is this deadline's own (rule 1)."""
+    def leave(self, error: BaseException | None) -> BaseException | None:
+        """The step ended (``Bound``), with ``error`` (None: a value): its cancellation by this
+        deadline becomes a ``TimeoutError`` (rule 1)."""
         fired, task = self._state == _FIRED, self._task
         self._state, self._task = _ENDED, None  # an ended deadline may still wait in its line
         line = self._line
         while line and line[0]._state == _ENDED:  # steps end mostly in order: keep lines short
             line.popleft()
         self._line = None
-        return fired and task is not None and task.uncancel() <= self._cancelling
+        own = fired and task is not None and task.uncancel() <= self._cancelling
+        return TimeoutError() if own and isinstance(error, asyncio.CancelledError) else None
 
 
 class _Watch:

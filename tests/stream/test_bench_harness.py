@@ -151,11 +151,10 @@ def test_a_ratio_to_a_missing_or_zero_figure_is_left_empty():
 @pytest.mark.parametrize("plugin", ["", "stream.devtools.bench.steps:io_step"],
                          ids=["eager", "waiting"])
 async def test_the_engine_cost_child_answers_every_event_without_kafka(plugin):  # type: ignore[no-untyped-def]
-    import os
-
+    from stream.devtools.bench.harness import clean_env
     from stream.devtools.bench.scenarios import _engine_cost
 
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CHATSTREAM_")}
+    env = clean_env()
     env.update({"CHATSTREAM_PROCESSORS": "reply", "CHATSTREAM_PROCESSOR_PLUGINS": plugin,
                 "CHATSTREAM_BENCH_IO_MS": "1", "CHATSTREAM_MAX_IN_FLIGHT": "1000",
                 # Nowhere to connect to: the engine alone must not need a broker.

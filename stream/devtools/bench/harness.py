@@ -43,7 +43,7 @@ from stream.kafka.topics import ensure_topics
 from stream.settings import Settings, load_settings, placement_environment
 
 __all__ = ["Members", "ResponseReader", "Responses", "Run", "SteadyCpu", "bench_settings",
-           "member_env", "offer", "preload", "process_cpu_seconds", "read_responses",
+           "clean_env", "member_env", "offer", "preload", "process_cpu_seconds", "read_responses",
            "reference_command", "relay_command", "run_children", "without_collections"]
 
 _REFERENCE = [sys.executable, "-m", "stream.devtools.bench.reference"]
@@ -60,11 +60,17 @@ def bench_settings(bootstrap: str, partitions: int = 8, **overrides: Any) -> Set
         partitions=partitions, **overrides)
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without chatstream's, Kafka's or OpenTelemetry's settings:
+    what a child the bench measures starts from, whatever the shell that ran it set."""
+    return {key: value for key, value in os.environ.items()
+            if not key.startswith(("CHATSTREAM_", "KAFKA_", "OTEL_"))}
+
+
 def member_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a member process for ``settings`` (short group timeouts: a bench
     should not wait out Kafka's production defaults to join)."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("CHATSTREAM_", "KAFKA_", "OTEL_"))}
+    env = clean_env()
     env.update(placement_environment(settings))
     env.update({
         "CHATSTREAM_KAFKA_SESSION_TIMEOUT_MS": "3000",
@@ -213,10 +219,9 @@ class Members:
         # the members' own peak is sampled: their processes and their pool workers, summed.
         while True:
             total = 0
-            for child in self.children:
+            for process in _process_trees(child.pid for child in self.children):
                 with contextlib.suppress(psutil.Error):
-                    member = psutil.Process(child.pid)
-                    total += sum(p.memory_info().rss for p in (member, *member.children(True)))
+                    total += process.memory_info().rss
             self.peak_rss_mib = max(self.peak_rss_mib, total / 2**20)
             await asyncio.sleep(0.25)
 
@@ -243,14 +248,24 @@ def process_cpu_seconds(pids: Iterable[int]) -> float:
     """User and system CPU seconds of the running processes ``pids`` and their descendants;
     processes already gone are not counted."""
     total = 0.0
-    for pid in pids:
+    for process in _process_trees(pids):
         with contextlib.suppress(psutil.Error):
-            root = psutil.Process(pid)
-            for process in (root, *root.children(recursive=True)):
-                with contextlib.suppress(psutil.Error):
-                    times = process.cpu_times()
-                    total += times.user + times.system
+            times = process.cpu_times()
+            total += times.user + times.system
     return total
+
+
+def _process_trees(pids: Iterable[int]) -> Iterator[psutil.Process]:
+    """The running processes ``pids`` and their descendants (pool workers, a supervisor's
+    members); one that is gone is skipped."""
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            children = root.children(recursive=True)
+        except psutil.Error:
+            continue
+        yield root
+        yield from children
 
 
 class ResponseReader:

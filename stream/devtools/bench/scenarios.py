@@ -28,6 +28,7 @@ from stream.devtools.bench.harness import (
     Members,
     ResponseReader,
     bench_settings,
+    clean_env,
     member_env,
     offer,
     preload,
@@ -439,8 +440,7 @@ async def engine(note: Note, profile_dir: Path | None = None, events: int = 20_0
     ``trials`` rounds of all of them in turn, the median round's CPU per event. No target: it
     tells where a waiting step's cost goes, and compares engines steadily (no broker)."""
     result = ScenarioResult("engine")
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("CHATSTREAM_", "KAFKA_", "OTEL_"))}
+    env = clean_env()
     env.update({"CHATSTREAM_PROCESSORS": "reply", "CHATSTREAM_MAX_IN_FLIGHT": "1000",
                 "CHATSTREAM_LOG_LEVEL": "WARNING"})
     found: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in _ENGINE_SHAPES}
