@@ -5,6 +5,8 @@ is measured against (the minimal loop and the relay) answer every event, in orde
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 
 import orjson
@@ -162,3 +164,34 @@ async def test_the_engine_cost_child_answers_every_event_without_kafka(plugin): 
     figures = await _engine_cost(2_500, env)
     assert (figures["events"], figures["answered"], figures["failed"]) == (2_500, 2_500, 0)
     assert figures["cpu_us_per_event"] > 0 and figures["rate"] > 0
+
+
+def test_the_cpu_timeline_averages_cores_between_the_samples_inside_the_window():
+    from stream.devtools.bench.harness import CpuTimeline
+
+    timeline = CpuTimeline(read=lambda: 0.0)
+    timeline.samples = [(10.0, 1.0), (10.5, 1.25), (11.0, 1.5), (11.5, 2.5), (12.0, 3.5)]
+    assert timeline.cores(10.0, 11.0) == 0.5  # 0.5 CPU seconds over 1 s
+    assert timeline.cores(11.0, 12.0) == 2.0
+    assert timeline.cores(10.2, 11.2) == 0.5  # from 10.5 to 11.0
+    assert timeline.cores(11.6, 11.9) is None  # no sample inside
+    assert timeline.cores(12.0, 13.0) is None  # one sample only
+
+
+async def test_the_cpu_timeline_samples_until_cancelled():
+    from stream.devtools.bench.harness import CpuTimeline
+
+    reads = iter(range(1_000))
+    timeline = CpuTimeline(read=lambda: float(next(reads)), interval_s=0.01)
+    task = asyncio.create_task(timeline.run())
+    while len(timeline.samples) < 3:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    count = len(timeline.samples)
+    await asyncio.sleep(0.05)
+    assert len(timeline.samples) == count  # stopped
+    times = [at for at, _ in timeline.samples]
+    assert times == sorted(times) and [cpu for _, cpu in timeline.samples] == [
+        float(n) for n in range(count)]

@@ -42,7 +42,7 @@ from aiokafka.structs import TopicPartition
 from stream.kafka.topics import ensure_topics
 from stream.settings import Settings, load_settings, placement_environment
 
-__all__ = ["Members", "ResponseReader", "Responses", "Run", "SteadyCpu", "bench_settings",
+__all__ = ["CpuTimeline", "Members", "ResponseReader", "Responses", "Run", "SteadyCpu", "bench_settings",
            "clean_env", "member_env", "offer", "preload", "process_cpu_seconds", "read_responses",
            "reference_command", "relay_command", "run_children", "without_collections"]
 
@@ -189,6 +189,31 @@ class SteadyCpu:
         if self.first is None or self.last is None or self.last[0] <= self.first[0]:
             return None
         return (self.last[1] - self.first[1]) / (self.last[0] - self.first[0]) * 1e6
+
+
+@dataclass
+class CpuTimeline:
+    """A process's CPU seconds (``read``) sampled every ``interval_s`` while ``run`` runs, each
+    with the wall-clock time it was read (the clock of the bench's send times)."""
+
+    read: Callable[[], float]
+    interval_s: float = 0.25
+    samples: list[tuple[float, float]] = field(default_factory=list)
+
+    async def run(self) -> None:
+        """Sample until cancelled."""
+        while True:
+            self.samples.append((time.time(), self.read()))
+            await asyncio.sleep(self.interval_s)
+
+    def cores(self, start: float, end: float) -> float | None:
+        """Cores used on average between the first sample at or after ``start`` and the last at
+        or before ``end``; None when fewer than two samples fall in between."""
+        inside = [sample for sample in self.samples if start <= sample[0] <= end]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        (began, cpu_began), (ended, cpu_ended) = inside[0], inside[-1]
+        return round((cpu_ended - cpu_began) / (ended - began), 2)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import orjson
 from infra.broker import EmbeddedBroker
 from stream.app.supervisor import member_command
 from stream.devtools.bench.harness import (
+    CpuTimeline,
     Members,
     ResponseReader,
     bench_settings,
@@ -32,6 +33,7 @@ from stream.devtools.bench.harness import (
     member_env,
     offer,
     preload,
+    process_cpu_seconds,
     reference_command,
     relay_command,
     run_children,
@@ -244,27 +246,40 @@ async def io_bound(note: Note, profile_dir: Path | None = None) -> ScenarioResul
     return result
 
 
-async def offered(bootstrap: str, events: list[dict[str, Any]], rate: float,
+async def offered(broker: EmbeddedBroker, events: list[dict[str, Any]], rate: float,
                   env: dict[str, str], note: Note, settle_s: float = 30,
                   command: list[str] | None = None
                   ) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
     """Run one member (or ``command``), offer ``events`` at ``rate``; send and receive times
-    and costs."""
-    settings = bench_settings(bootstrap)
+    and costs, the broker's cores in the offer's first and last second among them (it runs
+    on the same cores, and on the embedded broker a fetch costs more the more batches the
+    partitions hold)."""
+    settings = bench_settings(broker.bootstrap_servers)
     await preload(settings, [])
     members = Members([command or member_command()], member_env(settings, env))
+    broker_pid = broker.pid
+    broker_cpu = CpuTimeline(lambda: process_cpu_seconds([broker_pid] if broker_pid else []))
     async with ResponseReader(settings) as reader:
         ready = await _wait_ready(settings, members)
         workers = int(env.get("CHATSTREAM_WORKERS", "1"))
         ready = ready and await wait_for_group(settings, workers)
         note(f"offering {len(events)} events at {rate:.0f}/s (member ready: {ready})")
-        with without_collections():
-            sent_at = await offer(settings, events, rate)
-            await reader.wait_for(len(events) + 1, settle_s, members)  # + the readiness probe
+        sampling = asyncio.create_task(broker_cpu.run())
+        try:
+            with without_collections():
+                sent_at = await offer(settings, events, rate)
+                await reader.wait_for(len(events) + 1, settle_s, members)  # + the probe
+        finally:
+            sampling.cancel()
         received = dict(reader.received_at)
     run = await members.stop()
-    return sent_at, received, {"cpu_s": round(run.cpu_s, 2),
-                               "peak_rss_mib": round(run.peak_rss_mib, 1)}
+    costs: dict[str, Any] = {"cpu_s": round(run.cpu_s, 2),
+                             "peak_rss_mib": round(run.peak_rss_mib, 1)}
+    if broker_pid is not None and sent_at:
+        first, last = min(sent_at.values()), max(sent_at.values())
+        costs["broker_cores_first_s"] = broker_cpu.cores(first, first + 1)
+        costs["broker_cores_last_s"] = broker_cpu.cores(last - 1, last)
+    return sent_at, received, costs
 
 
 async def _wait_ready(settings: Any, members: Members, timeout_s: float = 30) -> bool:
@@ -313,29 +328,33 @@ async def latency(note: Note, profile_dir: Path | None = None, rate: float = 2_0
     send to the response's arrival at the bot. Two references first: the relay (it forwards
     each record at once: two broker hops with nothing between them) and the minimal aiokafka
     loop (which waits for each batch's acks and its commit before the next fetch); then one
-    member, then ``chatstream run`` as shipped (one member per core). The target is checked on
-    the shipped configuration; a run that left events unanswered has no p99 to compare."""
+    member with only the reply step (the Kafka shell and the engine, without the analysis
+    processors' CPU), one member with the full pipeline, and ``chatstream run`` as shipped (one
+    member per core). The target is checked on the shipped configuration; a run that left
+    events unanswered has no p99 to compare."""
     result = ScenarioResult("latency")
     events = backlog(int(rate * seconds), 1_000, seed=11)
     offer_label = f"{rate:.0f}/s offered for {seconds:.0f} s"
     p99s: dict[str, float | None] = {}
     for reference, command in ((_RELAY, relay_command()), (_LOOP, reference_command())):
         with EmbeddedBroker() as broker:
-            sent_at, received, costs = await offered(broker.bootstrap_servers, events, rate,
+            sent_at, received, costs = await offered(broker, events, rate,
                                                      {}, note, command=command)
         figures = latency_figures(sent_at, received)
         p99s[reference] = figures["p99_ms"] if figures["answered"] == len(events) else None
         result.rows.append({"run": f"{reference}, {offer_label}", "events": len(events),
                             **figures, **latency_trend(sent_at, received), **costs})
     p99: float | None = None
-    for workers in (1, default_workers()):
+    runs = [("reply step only, 1 worker", {"CHATSTREAM_WORKERS": "1",
+                                           "CHATSTREAM_PROCESSORS": "reply"})]
+    runs += [(f"full pipeline, {workers} worker{'s' * (workers > 1)}",
+              {"CHATSTREAM_WORKERS": str(workers)}) for workers in (1, default_workers())]
+    for label, env in runs:
         with EmbeddedBroker() as broker:
-            sent_at, received, costs = await offered(broker.bootstrap_servers, events, rate,
-                                                     {"CHATSTREAM_WORKERS": str(workers)}, note)
+            sent_at, received, costs = await offered(broker, events, rate, env, note)
         figures = latency_figures(sent_at, received)
         p99 = figures["p99_ms"] if figures["answered"] == len(events) else None
-        result.rows.append({"run": f"full pipeline, {workers} worker{'s' * (workers > 1)}, "
-                                   f"{offer_label}", "events": len(events), **figures,
+        result.rows.append({"run": f"{label}, {offer_label}", "events": len(events), **figures,
                             **latency_trend(sent_at, received),
                             "p99_over_relay": _ratio(p99, p99s[_RELAY]),
                             "p99_over_minimal_loop": _ratio(p99, p99s[_LOOP]),
@@ -367,7 +386,7 @@ async def priority(note: Note, profile_dir: Path | None = None) -> ScenarioResul
            "CHATSTREAM_BENCH_IO_MS": "20", "CHATSTREAM_MAX_IN_FLIGHT": "20",
            "CHATSTREAM_MAX_BUFFERED": "20000"}
     with EmbeddedBroker() as broker:
-        sent_at, received, costs = await offered(broker.bootstrap_servers, events, 3_000, env,
+        sent_at, received, costs = await offered(broker, events, 3_000, env,
                                                  note, settle_s=60)
     by_level = {level: [e["event_id"] for e in events if e["priority"] == level]
                 for level in ("critical", "low")}
