@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -22,7 +23,7 @@ _score_then_position = itemgetter(0, 1)
 class _Doc:
     event_id: str
     content: str
-    counts: Counter[str]
+    counts: Mapping[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,24 +33,42 @@ class SessionIndex:
     docs: tuple[_Doc, ...]
     doc_freq: dict[str, int]
     ids: tuple[str, ...] = field(init=False, repr=False, compare=False)  # the docs' event ids
+    unique: bool = field(init=False, repr=False, compare=False)  # no id shows twice
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ids", tuple([doc.event_id for doc in self.docs]))
+        ids = tuple([doc.event_id for doc in self.docs])
+        object.__setattr__(self, "ids", ids)
+        object.__setattr__(self, "unique", len(set(ids)) == len(ids))
 
     def idf(self, term: str) -> float:
-        # Smoothed idf (as scikit-learn's default): never zero, never divides by zero.
-        return math.log((1 + len(self.docs)) / (1 + self.doc_freq.get(term, 0))) + 1.0
+        return idf_table(len(self.docs))[self.doc_freq.get(term, 0)]
 
-    def vector(self, counts: Counter[str]) -> dict[str, float]:
-        return {term: tf * self.idf(term) for term, tf in counts.items()}
+    def vector(self, counts: Mapping[str, int]) -> dict[str, float]:
+        idf, frequency = idf_table(len(self.docs)), self.doc_freq.get
+        return {term: tf * idf[frequency(term, 0)] for term, tf in counts.items()}
 
 
-def build_index(messages: tuple[HistoryMessage, ...],
-                previous: SessionIndex | None = None) -> SessionIndex:
-    """Index ``messages`` (pure). Documents already in ``previous`` are reused and its document
-    frequencies updated by what joined and left, so a session's index costs only the changed
-    messages as its window slides. When an id shows more than once (an event answered again
-    after a restore shows twice in its history), the index is built anew instead."""
+@functools.lru_cache(maxsize=1024)
+def idf_table(documents: int) -> tuple[float, ...]:
+    """The idf of a term found in ``df`` of ``documents`` documents, at index ``df``: smoothed
+    (as scikit-learn's default), never zero, never dividing by zero. Indexes stay small (a
+    session's window), so each count's table is computed once and its floats are the same
+    every time."""
+    return tuple([math.log((1 + documents) / (1 + df)) + 1.0 for df in range(documents + 1)])
+
+
+def build_index(messages: tuple[HistoryMessage, ...], previous: SessionIndex | None = None,
+                ids: tuple[str, ...] | None = None) -> SessionIndex:
+    """Index ``messages`` (pure; ``ids``: their event ids, when the caller has them). Documents
+    already in ``previous`` are reused and its document frequencies updated by what joined and
+    left, so a session's index costs only the changed messages as its window slides. When the
+    window slid by its newest message (the usual case) the documents that stayed are taken by
+    position; otherwise by id, and when an id shows more than once (an event answered again
+    after a restore shows twice in its history) the index is built anew instead."""
+    if previous is not None and messages:
+        slid = _slid_by_one(previous, messages, ids)
+        if slid is not None:
+            return slid
     known = dict(zip(previous.ids, previous.docs, strict=True)) if previous is not None else {}
     docs = tuple([
         known.get(m.event_id) or _Doc(m.event_id, m.content, term_counts(m.content))
@@ -72,6 +91,28 @@ def build_index(messages: tuple[HistoryMessage, ...],
         if doc.event_id not in known:
             _shift(frequencies, doc.counts, 1)
     return SessionIndex(docs, frequencies)
+
+
+def _slid_by_one(previous: SessionIndex, messages: tuple[HistoryMessage, ...],
+                 ids: tuple[str, ...] | None) -> SessionIndex | None:
+    """``previous`` with the newest of ``messages`` joined and the oldest documents it no
+    longer holds left, when ``messages`` are ``previous``'s after a slide by one message;
+    None otherwise, or when an id shows twice in ``previous`` (which copy is which message is
+    then not known: ``build_index`` goes by id, and builds anew)."""
+    if not previous.unique:
+        return None
+    if ids is None:
+        ids = tuple([m.event_id for m in messages])
+    leaving = len(previous.ids) + 1 - len(ids)
+    if leaving < 0 or ids[:-1] != previous.ids[leaving:]:
+        return None
+    newest = messages[-1]
+    joined = _Doc(newest.event_id, newest.content, term_counts(newest.content))
+    frequencies = dict(previous.doc_freq)
+    for doc in previous.docs[:leaving]:
+        _shift(frequencies, doc.counts, -1)
+    _shift(frequencies, joined.counts, 1)
+    return SessionIndex((*previous.docs[leaving:], joined), frequencies)
 
 
 def _shift(frequencies: dict[str, int], terms: Iterable[str], by: int) -> None:
@@ -127,9 +168,8 @@ def scores(index: SessionIndex, query: str, min_score: float) -> list[tuple[floa
     # The dot product adds only the shared terms: adding 0.0 never changes a float sum. All of
     # a document's work runs in this one frame: a comprehension per document (a call each)
     # costs more than its few terms.
-    count = len(index.docs)
-    log = math.log
-    idf = {term: log((1 + count) / (1 + df)) + 1.0 for term, df in index.doc_freq.items()}
+    table = idf_table(len(index.docs))
+    idf = {term: table[df] for term, df in index.doc_freq.items()}
     query_norm = math.sqrt(_squares(query_vector))
     query_terms = query_vector.keys()
     query_items = query_vector.items()
@@ -202,7 +242,7 @@ class MemoryProcessor:
         cached: SessionIndex | None = self.cache.get(scope, "tfidf")
         hit = cached is not None and cached.ids == ids
         if cached is None or not hit:
-            index = build_index(history, cached)
+            index = build_index(history, cached, ids)
             self.cache.put(scope, "tfidf", index)
         else:
             index = cached

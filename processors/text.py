@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from collections import Counter
+from collections.abc import Mapping
+from types import MappingProxyType
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
@@ -31,11 +32,12 @@ def _normalise(word: str) -> str:
     return word
 
 
-# Texts up to this length are remembered, ``_CACHED_TOKENS`` of them at most: a message is
-# tokenised again by every later event that looks at its session's history (thread tracking
-# reads the thread's last messages, memory the query and new messages). Tokens are interned,
-# so an entry holds its text and a tuple of shared strings: about 1.5 KB at the length limit,
-# about 12 MB per process at worst, a few MB for chat-sized messages.
+# Texts up to this length are remembered, ``_CACHED_TOKENS`` of them at most, with their term
+# counts: a message is tokenised again by every later event that looks at its session's
+# history (thread tracking reads the thread's last messages, memory counts the query's terms
+# and, at the next event, the same message's as a document). Tokens are interned, so an entry
+# holds its text, a tuple of shared strings and a small dict: about 2 KB at the length limit,
+# about 16 MB per process at worst, a few MB for chat-sized messages.
 _CACHED_TEXT_CHARS = 256
 _CACHED_TOKENS = 8192
 
@@ -63,9 +65,24 @@ def _tokens(text: str) -> tuple[str, ...]:
 _remembered_tokens = functools.lru_cache(maxsize=_CACHED_TOKENS)(_tokens)
 
 
-def term_counts(text: str) -> Counter[str]:
-    """Term frequencies of the content words of ``text``."""
-    return Counter(tokenize(text))
+def term_counts(text: str) -> Mapping[str, int]:
+    """Term frequencies of the content words of ``text``, in the order the terms first occur
+    (a Counter's order). Read-only: a short text's counts are remembered and shared."""
+    if len(text) <= _CACHED_TEXT_CHARS:
+        return _remembered_counts(text)
+    return _counts(_tokens(text))
+
+
+def _counts(tokens: tuple[str, ...]) -> Mapping[str, int]:
+    counts: dict[str, int] = {}
+    for token in tokens:  # a Counter would also check whether ``tokens`` is a Mapping
+        counts[token] = counts.get(token, 0) + 1
+    return MappingProxyType(counts)
+
+
+@functools.lru_cache(maxsize=_CACHED_TOKENS)
+def _remembered_counts(text: str) -> Mapping[str, int]:
+    return _counts(_remembered_tokens(text))
 
 
 def jaccard(left: set[str], right: set[str]) -> float:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -15,6 +16,7 @@ from processors.memory import (
     _Doc,
     build_index,
     cosine,
+    idf_table,
     rank,
     scores,
 )
@@ -92,6 +94,16 @@ def test_top_k_truncation_and_self_exclusion(make_context):
     assert all(len(r["content"]) == 200 for r in data["related"])
     assert "e4" not in {r["event_id"] for r in data["related"]}
     assert data["history_size"] == 4
+
+
+@given(st.integers(0, 300))
+def test_the_idf_table_holds_the_smoothed_idf_of_every_document_frequency(documents):
+    """The same floats as the formula (scikit-learn's smoothed idf) for every df."""
+    table = idf_table(documents)
+    assert len(table) == documents + 1
+    assert all(table[df] == math.log((1 + documents) / (1 + df)) + 1.0
+               for df in range(documents + 1))
+    assert table[documents] == 1.0 and all(w >= 1.0 for w in table)
 
 
 def test_cosine_bounds():
@@ -205,7 +217,7 @@ def test_two_messages_under_one_id_never_break_the_sliding_index():
     alpha, beta = HistoryMessage("x", "alpha", at), HistoryMessage("x", "beta", at)
     gamma = HistoryMessage("y", "gamma", at)
     first = build_index((alpha, beta))
-    for later in ((beta, gamma), (), (gamma,), (alpha, beta, gamma)):
+    for later in ((beta, gamma), (alpha, gamma), (), (gamma,), (alpha, beta, gamma)):
         index = build_index(later, first)
         assert index == _reference_index(later)
         scores(index, "alpha beta gamma", 0.0)

@@ -32,3 +32,19 @@ def test_long_texts_are_not_remembered() -> None:
     assert _remembered_tokens.cache_info().currsize == before
     tokenize("a fresh short text about parcels")
     assert _remembered_tokens.cache_info().currsize == before + 1
+
+
+@given(st.text(max_size=2 * _CACHED_TEXT_CHARS))
+def test_term_counts_are_a_counters_in_its_order_and_read_only(text: str) -> None:
+    from collections import Counter
+
+    counts = term_counts(text)
+    expected = Counter(tokenize(text))
+    assert list(counts.items()) == list(expected.items())  # the same order: the same float sums
+    assert term_counts(text) == counts
+    try:
+        counts["extra"] = 1  # type: ignore[index]
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("term counts shared between callers must not be writable")
