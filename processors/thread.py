@@ -29,6 +29,10 @@ class ThreadRules:
     min_words: int = 4
     context_messages: int = 5
 
+    def __post_init__(self) -> None:
+        if self.context_messages < 1:
+            raise ValueError("context_messages must be at least 1")
+
 
 @dataclass(frozen=True, slots=True)
 class ThreadDecision:
@@ -37,17 +41,35 @@ class ThreadDecision:
     reason: str  # first | idle_gap | marker | topic_shift | continuation
 
 
+# A word that each marker holds: ASCII text holding none of them (most) needs no regex scan.
+# Only ASCII text is prefiltered: there, matching regardless of case is plain lowercasing,
+# while elsewhere the regex also equates letters that ``lower`` and ``casefold`` keep apart
+# (a dotted capital I matches "i").
+_MARKER_WORDS = ("topic", "subject", "unrelated", "anyway", "btw", "way", "note", "question")
+
+
 def has_marker(content: str) -> bool:
     """True if the content says it changes the subject ("btw", "new topic", "anyway", ...)."""
+    if content.isascii():
+        lowered = content.lower()
+        for word in _MARKER_WORDS:
+            if word in lowered:
+                break
+        else:
+            return False
     return _MARKERS.search(content) is not None
 
 
 def thread_words(session: SessionSnapshot, rules: ThreadRules) -> set[str]:
     """Content words of the current thread's last ``context_messages`` messages."""
-    in_thread = [m for m in session.recent_messages if m.thread_id == session.current_thread_id]
     words: set[str] = set()
-    for message in in_thread[-rules.context_messages :]:
-        words.update(tokenize(message.content))
+    wanted, thread = rules.context_messages, session.current_thread_id
+    for message in reversed(session.recent_messages):  # newest first: stop at the last wanted
+        if message.thread_id == thread:
+            words.update(tokenize(message.content))
+            wanted -= 1
+            if not wanted:
+                break
     return words
 
 
@@ -108,7 +130,7 @@ class ThreadProcessor:
             thread_id, index = thread_id_for(session.session_id, decision.thread_number), 0
         else:
             thread_id = session.current_thread_id
-            index = sum(1 for m in session.recent_messages if m.thread_id == thread_id)
+            index = [m.thread_id for m in session.recent_messages].count(thread_id)
         return {
             "thread_id": thread_id,
             "new_thread": decision.new_thread,

@@ -3,6 +3,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from processors.thread import ThreadProcessor, has_marker, thread_id_for
 
@@ -99,3 +101,34 @@ def test_markers_are_whole_words_and_ids_deterministic():
     assert has_marker("BTW the login fails")
     assert not has_marker("the btwn value")
     assert thread_id_for("bot/chan/u", 7) == "bot/chan/u#7"
+
+
+_MARKER_PHRASES = ["new topic", "Different Topic", "change of SUBJECT", "unrelated", "Anyway",
+                   "anyways", "BTW", "by the way", "on another note", "different question",
+                   "another question", "\u017fubject", "new top\u0130c", "quest\u0130on",
+                   "topics", "way", "note", "btways", "\u212aelvin"]
+
+
+@given(st.lists(st.one_of(st.text(max_size=12), st.sampled_from(_MARKER_PHRASES)), max_size=8)
+       .map(" ".join))
+def test_the_marker_prefilter_never_changes_what_the_pattern_finds(content):
+    """Words every marker holds are looked for first; the answer is the pattern's."""
+    from processors.thread import _MARKERS
+
+    assert has_marker(content) is (_MARKERS.search(content) is not None)
+
+
+def test_thread_rules_need_at_least_one_context_message():
+    from processors.thread import ThreadRules
+
+    with pytest.raises(ValueError, match="context_messages"):
+        ThreadRules(context_messages=0)
+
+
+@pytest.mark.parametrize("content", ["new top\u0130c", "another quest\u0130on",
+                                     "change of \u017fubject", "by the WAY", "btw",
+                                     "nothing to see", "notebook"])
+def test_markers_in_text_beyond_ascii_are_found_as_the_pattern_finds_them(content):
+    from processors.thread import _MARKERS
+
+    assert has_marker(content) is (_MARKERS.search(content) is not None)
