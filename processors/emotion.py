@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from statistics import fmean
 from typing import Any
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
@@ -27,6 +27,11 @@ def _analyzer() -> SentimentIntensityAnalyzer:
     return _ANALYZER
 
 
+def _mean(values: tuple[float, ...]) -> float:
+    # statistics.fmean's arithmetic (fsum over the count), without its checks on every event.
+    return math.fsum(values) / len(values)
+
+
 def label_for(compound: float) -> str:
     """"positive" at or above +0.05, "negative" at or below -0.05, otherwise "neutral"."""
     if compound >= POSITIVE_THRESHOLD:
@@ -42,7 +47,7 @@ def is_escalating(history: tuple[float, ...], compound: float, window: int, drop
     earlier = history[-window:]
     if not earlier or compound > NEGATIVE_THRESHOLD:
         return False
-    return fmean(earlier) - compound >= drop
+    return _mean(earlier) - compound >= drop
 
 
 @dataclass(slots=True)
@@ -81,7 +86,7 @@ class EmotionProcessor:
             "pos": float(scores["pos"]),
             "neg": float(scores["neg"]),
             "neu": float(scores["neu"]),
-            "trend": round(fmean(recent), 4),
+            "trend": round(_mean(recent), 4),
             "escalating": is_escalating(
                 history, compound, self.trend_window, self.escalation_drop
             ),

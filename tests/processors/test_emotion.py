@@ -3,6 +3,8 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from processors.emotion import EmotionProcessor, is_escalating, label_for
 
@@ -62,3 +64,12 @@ def test_picklable_without_analyzer(make_context):
     clone = pickle.loads(blob)
     context = make_context("great job")
     assert clone.process(context) == processor.process(context)
+
+
+@given(st.lists(st.floats(min_value=-1.0, max_value=1.0), min_size=1, max_size=10).map(tuple))
+def test_the_trend_mean_is_statistics_fmean_to_the_bit(values):
+    from statistics import fmean
+
+    from processors.emotion import _mean
+
+    assert _mean(values) == fmean(values)
