@@ -97,15 +97,15 @@ def _slid_by_one(previous: SessionIndex, messages: tuple[HistoryMessage, ...],
                  ids: tuple[str, ...] | None) -> SessionIndex | None:
     """``previous`` with the newest of ``messages`` joined and the oldest documents it no
     longer holds left, when ``messages`` are ``previous``'s after a slide by one message;
-    None otherwise, or when an id shows twice in ``previous`` (which copy is which message is
-    then not known: ``build_index`` goes by id, and builds anew)."""
+    None otherwise, or when an id shows twice in ``previous`` or in ``messages`` (which copy
+    is which message is then not known: ``build_index`` goes by id, and builds anew)."""
     if not previous.unique:
         return None
     if ids is None:
         ids = tuple([m.event_id for m in messages])
     leaving = len(previous.ids) + 1 - len(ids)
-    if leaving < 0 or ids[:-1] != previous.ids[leaving:]:
-        return None
+    if leaving < 0 or ids[:-1] != previous.ids[leaving:] or ids[-1] in ids[:-1]:
+        return None  # not a slide by one, or the newest id repeats one that stayed
     newest = messages[-1]
     joined = _Doc(newest.event_id, newest.content, term_counts(newest.content))
     frequencies = dict(previous.doc_freq)

@@ -30,8 +30,8 @@ class ThreadRules:
     context_messages: int = 5
 
     def __post_init__(self) -> None:
-        if self.context_messages < 1:
-            raise ValueError("context_messages must be at least 1")
+        if not isinstance(self.context_messages, int) or self.context_messages < 1:
+            raise ValueError("context_messages must be a whole number, at least 1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,3 +221,7 @@ def test_two_messages_under_one_id_never_break_the_sliding_index():
         index = build_index(later, first)
         assert index == _reference_index(later)
         scores(index, "alpha beta gamma", 0.0)
+    # The id comes back with other content in the newest message of a window that slid by one.
+    for earlier, later in (((beta,), (alpha, beta)), ((gamma, beta), (alpha, beta))):
+        index = build_index(later, build_index(earlier))
+        assert index == _reference_index(later)

@@ -121,8 +121,9 @@ def test_the_marker_prefilter_never_changes_what_the_pattern_finds(content):
 def test_thread_rules_need_at_least_one_context_message():
     from processors.thread import ThreadRules
 
-    with pytest.raises(ValueError, match="context_messages"):
-        ThreadRules(context_messages=0)
+    for wrong in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="context_messages"):
+            ThreadRules(context_messages=wrong)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("content", ["new top\u0130c", "another quest\u0130on",
