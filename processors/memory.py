@@ -40,9 +40,6 @@ class SessionIndex:
         object.__setattr__(self, "ids", ids)
         object.__setattr__(self, "unique", len(set(ids)) == len(ids))
 
-    def idf(self, term: str) -> float:
-        return idf_table(len(self.docs))[self.doc_freq.get(term, 0)]
-
     def vector(self, counts: Mapping[str, int]) -> dict[str, float]:
         idf, frequency = idf_table(len(self.docs)), self.doc_freq.get
         return {term: tf * idf[frequency(term, 0)] for term, tf in counts.items()}

@@ -42,9 +42,10 @@ from aiokafka.structs import TopicPartition
 from stream.kafka.topics import ensure_topics
 from stream.settings import Settings, load_settings, placement_environment
 
-__all__ = ["CpuTimeline", "Members", "ResponseReader", "Responses", "Run", "SteadyCpu", "bench_settings",
-           "clean_env", "member_env", "offer", "preload", "process_cpu_seconds", "read_responses",
-           "reference_command", "relay_command", "run_children", "without_collections"]
+__all__ = ["CpuTimeline", "Members", "ResponseReader", "Responses", "Run", "SteadyCpu",
+           "bench_settings", "clean_env", "member_env", "offer", "preload", "process_cpu_seconds",
+           "read_responses", "reference_command", "relay_command", "run_children",
+           "without_collections"]
 
 _REFERENCE = [sys.executable, "-m", "stream.devtools.bench.reference"]
 _RELAY = [*_REFERENCE, "relay"]

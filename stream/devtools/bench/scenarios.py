@@ -150,8 +150,7 @@ async def passthrough(note: Note, profile_dir: Path | None = None, events: int =
     with EmbeddedBroker() as broker:
         for trial in range(1, trials + 1):
             note(f"passthrough {trial}/{trials}: minimal aiokafka loop")
-            reference = await drain(broker, work, {}, 120,
-                                    reference_command())
+            reference = await drain(broker, work, {}, 120, reference_command())
             note(f"passthrough {trial}/{trials}: chatstream, 1 worker")
             one = await drain(broker, work, member, 180, profile=(
                 profile_dir / "passthrough.raw.txt" if profile_dir and trial == 1 else None))
