@@ -69,6 +69,31 @@ async def test_the_drain_wait_ends_at_its_deadline_with_what_there_is(settings_f
     assert time.monotonic() - started < 30  # the 5 s deadline, and reading 20 records back
 
 
+class Notes:
+    """A meter that keeps the counts it is told and when."""
+
+    def __init__(self) -> None:
+        self.at: list[float] = []
+
+    def note(self, written: int) -> None:
+        self.at.append(time.monotonic())
+
+
+@pytest.mark.kafka
+async def test_the_drain_wait_reads_the_watermarks_no_more_than_once_an_interval(settings_for):
+    settings = settings_for()
+    await ensure_topics(settings)
+    await _publish_in_batches(settings, batches=1, per_batch=5)
+    notes = Notes()
+    # Never complete (6 expected, 5 written): the watcher polls until its 2 s deadline.
+    await _wait_for_responses(settings, 6, 2.0, [StillRunning()], [notes],  # type: ignore[list-item]
+                              poll_interval_s=0.5)
+    gaps = [later - earlier for earlier, later in zip(notes.at, notes.at[1:], strict=False)]
+    assert len(notes.at) >= 2  # it went on watching after the first read
+    assert len(notes.at) <= 2.0 / 0.5 + 1
+    assert all(gap >= 0.5 - 0.01 for gap in gaps[:-1])  # the last gap ends at the deadline
+
+
 def test_the_steady_cpu_counts_only_what_was_answered_between_the_first_and_last_notes():
     readings = iter([2.0, 2.5, 3.0])  # CPU seconds, start-up already behind the first one
     steady = SteadyCpu(lambda: next(readings))

@@ -42,13 +42,15 @@ from aiokafka.structs import TopicPartition
 from stream.kafka.topics import ensure_topics
 from stream.settings import Settings, load_settings, placement_environment
 
-__all__ = ["CpuTimeline", "Members", "ResponseReader", "Responses", "Run", "SteadyCpu",
-           "bench_settings", "clean_env", "member_env", "offer", "preload", "process_cpu_seconds",
-           "read_responses", "reference_command", "relay_command", "run_children",
-           "without_collections"]
+__all__ = ["WATCH_INTERVAL_S", "CpuTimeline", "Members", "ResponseReader", "Responses", "Run",
+           "SteadyCpu", "bench_settings", "clean_env", "member_env", "offer", "preload",
+           "process_cpu_seconds", "read_responses", "reference_command", "relay_command",
+           "run_children", "without_collections"]
 
 _REFERENCE = [sys.executable, "-m", "stream.devtools.bench.reference"]
 _RELAY = [*_REFERENCE, "relay"]
+# How often a drain's watcher reads the response topic's watermarks (``_wait_for_responses``).
+WATCH_INTERVAL_S = 0.1
 
 
 def bench_settings(bootstrap: str, partitions: int = 8, **overrides: Any) -> Settings:
@@ -418,13 +420,18 @@ def _reap(child: subprocess.Popen[bytes]) -> int:
 
 async def _wait_for_responses(settings: Settings, expected: int, timeout_s: float,
                               children: list[subprocess.Popen[bytes]],
-                              steady: Sequence[SteadyCpu] = ()) -> Responses:
+                              steady: Sequence[SteadyCpu] = (),
+                              poll_interval_s: float = WATCH_INTERVAL_S) -> Responses:
     """Wait until the response topic holds ``expected`` records, then read them back; each
     count seen is noted in every ``steady``.
 
-    While the members run, only the topic's high watermarks are watched: fetching and
-    decoding every response meanwhile would take CPU from the members and the broker on the
-    same cores (about 10 us per response: two thirds of a core at the minimal loop's rate)."""
+    While the members run, only the topic's high watermarks are watched, and at most once
+    every ``poll_interval_s``: fetching and decoding every response meanwhile would take CPU
+    from the members and the broker on the same cores (about 10 us per response: two thirds
+    of a core at the minimal loop's rate), and so would watching without a pause (a fetch and
+    a read of each process tree's CPU on every broker round trip: the bench process took
+    0.16-0.20 of a core while two members drained, 0.04-0.06 at this pace). Rates come from the responses' own timestamps, so the pace does not
+    change them; it only notes the CPU and sees the end up to one interval later."""
     deadline = time.monotonic() + timeout_s
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
                                 enable_auto_commit=False, fetch_max_wait_ms=100,
@@ -438,6 +445,7 @@ async def _wait_for_responses(settings: Settings, expected: int, timeout_s: floa
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         while True:  # the watermarks are read at least once, however late the start was
+            polled_at = time.monotonic()
             written = await _high_watermarks(consumer, partitions)
             for meter in steady:
                 meter.note(min(written, expected))
@@ -445,6 +453,8 @@ async def _wait_for_responses(settings: Settings, expected: int, timeout_s: floa
                 break
             if any(child.poll() is not None for child in children):
                 break  # a member died: report what there is
+            await asyncio.sleep(max(0.0, min(polled_at + poll_interval_s,
+                                             deadline) - time.monotonic()))
     finally:
         await consumer.stop()
     return await read_responses(settings, min(written, expected), timeout_s=60)
