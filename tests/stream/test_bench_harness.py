@@ -1,7 +1,8 @@
 """The bench harness: the drain wait, on the real broker, counts what is on the response topic
 exactly (the embedded broker's ``end_offsets`` lag a batch behind) without fetching it all
-meanwhile; a timed run collects no garbage in the bench process; the two references a member
-is measured against (the minimal loop and the relay) answer every event, in order per channel."""
+meanwhile, and reads it at most once an interval; a timed run collects no garbage in the bench
+process; the two references a member is measured against (the minimal loop and the relay)
+answer every event, in order per channel."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ async def test_the_drain_wait_ends_at_its_deadline_with_what_there_is(settings_f
 
 
 class Notes:
-    """A meter that keeps the counts it is told and when."""
+    """A meter that keeps when it was told a count."""
 
     def __init__(self) -> None:
         self.at: list[float] = []
@@ -88,10 +89,10 @@ async def test_the_drain_wait_reads_the_watermarks_no_more_than_once_an_interval
     # Never complete (6 expected, 5 written): the watcher polls until its 2 s deadline.
     await _wait_for_responses(settings, 6, 2.0, [StillRunning()], [notes],  # type: ignore[list-item]
                               poll_interval_s=0.5)
-    gaps = [later - earlier for earlier, later in zip(notes.at, notes.at[1:], strict=False)]
     assert len(notes.at) >= 2  # it went on watching after the first read
+    # Polls start at most every 0.5 s within the 2 s: unpaced, a poll with nothing new to
+    # fetch returns after its 0.1 s fetch wait, about 20 in all.
     assert len(notes.at) <= 2.0 / 0.5 + 1
-    assert all(gap >= 0.5 - 0.01 for gap in gaps[:-1])  # the last gap ends at the deadline
 
 
 def test_the_steady_cpu_counts_only_what_was_answered_between_the_first_and_last_notes():
