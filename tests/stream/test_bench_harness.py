@@ -86,13 +86,14 @@ async def test_the_drain_wait_reads_the_watermarks_no_more_than_once_an_interval
     await ensure_topics(settings)
     await _publish_in_batches(settings, batches=1, per_batch=5)
     notes = Notes()
-    # Never complete (6 expected, 5 written): the watcher polls until its 2 s deadline.
-    await _wait_for_responses(settings, 6, 2.0, [StillRunning()], [notes],  # type: ignore[list-item]
-                              poll_interval_s=0.5)
+    # Never complete (6 expected, 5 written): the watcher polls until its 6 s deadline, which
+    # also covers the watching consumer's start.
+    await _wait_for_responses(settings, 6, 6.0, [StillRunning()], [notes],  # type: ignore[list-item]
+                              poll_interval_s=1.5)
     assert len(notes.at) >= 2  # it went on watching after the first read
-    # Polls start at most every 0.5 s within the 2 s: unpaced, a poll with nothing new to
-    # fetch returns after its 0.1 s fetch wait, about 20 in all.
-    assert len(notes.at) <= 2.0 / 0.5 + 1
+    # Polls start at most every 1.5 s within the 6 s: unpaced, a poll with nothing new to
+    # fetch returns after its 0.1 s fetch wait, about 60 in all.
+    assert len(notes.at) <= 6.0 / 1.5 + 1
 
 
 def test_the_steady_cpu_counts_only_what_was_answered_between_the_first_and_last_notes():

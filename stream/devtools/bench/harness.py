@@ -430,8 +430,9 @@ async def _wait_for_responses(settings: Settings, expected: int, timeout_s: floa
     from the members and the broker on the same cores (about 10 us per response: two thirds
     of a core at the minimal loop's rate), and so would watching without a pause (a fetch and
     a read of each process tree's CPU on every broker round trip: the bench process took
-    0.16-0.20 of a core while two members drained, 0.04-0.06 at this pace). Rates come from the responses' own timestamps, so the pace does not
-    change them; it only notes the CPU and sees the end up to one interval later."""
+    0.16-0.20 of a core while two members drained, 0.04-0.06 at this pace). Rates come from
+    the responses' own timestamps, so the pace does not change them; it only notes the CPU
+    and sees the end up to one interval later."""
     deadline = time.monotonic() + timeout_s
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
                                 enable_auto_commit=False, fetch_max_wait_ms=100,
