@@ -430,7 +430,7 @@ async def _wait_for_responses(settings: Settings, expected: int, timeout_s: floa
     from the members and the broker on the same cores (about 10 us per response: two thirds
     of a core at the minimal loop's rate), and so would watching without a pause (a fetch and
     a read of each process tree's CPU on every broker round trip: the bench process took
-    0.16-0.20 of a core while two members drained, 0.04-0.06 at this pace). Rates come from
+    0.12-0.23 of a core while two members drained, 0.04-0.06 at this pace). Rates come from
     the responses' own timestamps, so the pace does not change them; it only notes the CPU
     and sees the end up to one interval later."""
     deadline = time.monotonic() + timeout_s
