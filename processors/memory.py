@@ -66,6 +66,8 @@ def build_index(messages: tuple[HistoryMessage, ...], previous: SessionIndex | N
         slid = _slid_by_one(previous, messages, ids)
         if slid is not None:
             return slid
+    if previous is not None and not previous.unique:
+        previous = None  # which copy of a repeated id left or stayed is not known: built anew
     known = dict(zip(previous.ids, previous.docs, strict=True)) if previous is not None else {}
     docs = tuple([
         known.get(m.event_id) or _Doc(m.event_id, m.content, term_counts(m.content))
@@ -77,8 +79,7 @@ def build_index(messages: tuple[HistoryMessage, ...], previous: SessionIndex | N
             doc_freq.update(doc.counts.keys())
         return SessionIndex(docs, dict(doc_freq))
     kept = {doc.event_id for doc in docs}
-    if len(kept) < len(docs) or len(known) < len(previous.docs):
-        # An id shows twice (rare): built anew, as which copy left or stayed is not known by id.
+    if len(kept) < len(docs):  # an id shows twice in the window (rare): built anew, as above
         return build_index(messages)
     frequencies = dict(previous.doc_freq)
     for doc in previous.docs:
