@@ -88,13 +88,6 @@ class Settings(BaseSettings):
         500, ge=1, le=100000, validation_alias=_env("CHATSTREAM_MAX_POLL_RECORDS"),
         description="most records taken from one fetch",
     )
-    max_partition_fetch_bytes: int = Field(
-        65536, ge=1024, le=64 * 1024 * 1024,
-        validation_alias=_env("CHATSTREAM_MAX_PARTITION_FETCH_BYTES"),
-        description="most bytes one fetch takes from a partition (a larger first batch still "
-                    "comes whole): small, so a backlog is taken from every partition in turn "
-                    "and all their sessions run at once, not one partition's after another's",
-    )
     session_timeout_ms: int = Field(
         10000, ge=1000, le=300000, validation_alias=_env("CHATSTREAM_KAFKA_SESSION_TIMEOUT_MS"),
         description="consumer group session timeout: a member silent this long is replaced",

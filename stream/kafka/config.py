@@ -47,9 +47,8 @@ def common_client_config(settings: Settings, client_id: str) -> dict[str, Any]:
 
 
 def consumer_config(settings: Settings, client_id: str = "chatstream-consumer") -> dict[str, Any]:
-    """Consumer arguments: manual commits, earliest reset, a short fetch wait for low latency,
-    small fetches per partition (``max_partition_fetch_bytes``); static membership when
-    ``group_instance_id`` is set."""
+    """Consumer arguments: manual commits, earliest reset, a short fetch wait for low latency;
+    static membership when ``group_instance_id`` is set."""
     static = {"group_instance_id": settings.group_instance_id} if settings.group_instance_id else {}
     return {
         **common_client_config(settings, client_id),
@@ -59,7 +58,6 @@ def consumer_config(settings: Settings, client_id: str = "chatstream-consumer") 
         "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         "max_poll_records": settings.max_poll_records,
-        "max_partition_fetch_bytes": settings.max_partition_fetch_bytes,
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "rebalance_timeout_ms": max(settings.session_timeout_ms,

@@ -1,7 +1,8 @@
 """One consumer-group member: the loop, delegating each concern to an object of its own.
 
 What happens to one record, top to bottom:
-1. ``getmany`` fetches it; the ``CommitLedger`` tracks it as owed.
+1. ``getmany`` fetches it (``take_in_turn``: a share of each partition's records per call);
+   the ``CommitLedger`` tracks it as owed.
 2. It is decoded. A record that fails is handed to the ``KafkaSink`` as rejected (dead letter).
 3. Otherwise the engine admits it (``Engine.submit``) and, once done, hands it to the same
    sink: ``answered`` queues the response in order (``OrderedBatches``), ``failed``
@@ -33,6 +34,7 @@ from stream.kafka.backpressure import Backpressure, starving_limit
 from stream.kafka.batches import OrderedBatches
 from stream.kafka.changelog import Changelog
 from stream.kafka.config import consumer_config, producer_config
+from stream.kafka.fair_fetch import take_in_turn
 from stream.kafka.handover import Membership
 from stream.kafka.ledger import CommitLedger
 from stream.kafka.offsets import OffsetTracker
@@ -216,8 +218,8 @@ class StreamRunner:
             while not stop.is_set():
                 # Not raced with stop: getmany returns within its wait whatever the broker
                 # does, and a task per fetch would cost more than that bounded wait.
-                fetched = await self._consumer.getmany(timeout_ms=int(_FETCH_WAIT_S * 1000),
-                                                       max_records=self.settings.max_poll_records)
+                fetched = await take_in_turn(self._consumer, int(_FETCH_WAIT_S * 1000),
+                                             self.settings.max_poll_records)
                 await self._take_all(fetched)
                 self._backpressure.apply(self.engine.buffered + self._sink.in_flight)
                 if time.monotonic() >= next_commit:

@@ -1,9 +1,9 @@
 """A backlog is taken from every partition in turn, on the real broker.
 
 A member that starts on a backlog (after a restart, or scaled out behind a burst) admits what
-each fetch holds, partition by partition. Were a fetch to hold a partition's whole backlog,
-only that partition's sessions would run until it was through, and the others would wait
-with work to do.
+its fetches hold. Were it to take one partition's records until that partition's fetch was
+through (a fetch holds a megabyte of each, and a producer's batch comes whole), only that
+partition's sessions would run meanwhile, and the others would wait with work to do.
 """
 
 from __future__ import annotations
@@ -51,15 +51,14 @@ def admitting(settings: Settings, admitted: list[int]):  # type: ignore[no-untyp
 
 
 async def test_a_backlog_is_admitted_from_every_partition_in_turn(settings_for):
-    """A backlog published before the member starts is admitted in short runs of each
-    partition's records (a fetch takes ``max_partition_fetch_bytes`` from each partition, ~30
-    of these records), not one partition's whole backlog after another's; every event is still
-    answered once, each session in order."""
-    settings = settings_for(partitions=PARTITIONS, builtin_processors="reply",
-                            producer_max_batch_bytes=16_384)
+    """A backlog published in large batches before the member starts is admitted in short
+    runs of each partition's records (``take_in_turn``: a share of ``max_poll_records`` from
+    each partition per fetch), not one partition's fetch after another's; every event is
+    still answered once, each session in order."""
+    settings = settings_for(partitions=PARTITIONS, builtin_processors="reply")
     events = backlog()
     await ensure_topics(settings)
-    await publish_events(settings, events)
+    await publish_events(settings, events)  # batches of up to 256 KiB, ~100 records each
     admitted: list[int] = []
     async with running_chatstream(settings, engine_factory=admitting(settings, admitted)):
         outputs = await collect(settings, expected_responses=len(events))

@@ -61,11 +61,3 @@ def test_idempotence_off_unless_asked():
     """Idempotence stays off by default (the embedded broker lacks it) and can be enabled."""
     assert producer_config(load_settings())["enable_idempotence"] is False
     assert producer_config(load_settings(enable_idempotence=True))["enable_idempotence"] is True
-
-
-def test_consumer_fetches_little_per_partition_by_default():
-    """A fetch takes 64 KiB per partition unless told otherwise, so a backlog is admitted
-    from every partition in turn (tests/integration/test_backlog_admission.py)."""
-    assert consumer_config(load_settings())["max_partition_fetch_bytes"] == 65536
-    tuned = load_settings(max_partition_fetch_bytes=1 << 20)
-    assert consumer_config(tuned)["max_partition_fetch_bytes"] == 1 << 20
