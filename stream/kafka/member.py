@@ -212,15 +212,19 @@ class StreamRunner:
     async def _consume_until(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None and self._backpressure is not None
         assert self.engine is not None and self._sink is not None
+        assert self._membership is not None
         next_commit = time.monotonic()
         stop_waiter = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
                 # Not raced with stop: getmany returns within its wait whatever the broker
-                # does, and a task per fetch would cost more than that bounded wait.
+                # does, and a task per fetch would cost more than that bounded wait. Hand-overs
+                # are counted before it: one may begin while ``take_in_turn`` asks one partition
+                # after another, after it took records of a partition then revoked.
+                handovers = self._membership.handovers
                 fetched = await take_in_turn(self._consumer, int(_FETCH_WAIT_S * 1000),
                                              self.settings.max_poll_records)
-                await self._take_all(fetched)
+                await self._take_all(fetched, handovers)
                 self._backpressure.apply(self.engine.buffered + self._sink.in_flight)
                 if time.monotonic() >= next_commit:
                     # Raced with stop too: a commit waiting on an absent broker must not delay it.
@@ -229,15 +233,15 @@ class StreamRunner:
         finally:
             stop_waiter.cancel()
 
-    async def _take_all(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+    async def _take_all(self, fetched: dict[TopicPartition, list[Any]], handovers: int) -> None:
         """Take the records of one fetch, letting the loop run every few records.
 
         Events whose steps never wait are answered inside ``_take``; without these pauses a
         full fetch would be answered before any answer's batch is sent or acknowledged (and
         ``getmany`` does not yield while records are buffered). During a pause the group may
-        take partitions away: their records still in hand are left to the next owner."""
+        take partitions away (or may have, since ``handovers`` hand-overs had begun): their
+        records still in hand are left to the next owner."""
         assert self._membership is not None
-        handovers = self._membership.handovers
         taken = 0
         for tp, records in fetched.items():
             for record in records:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiokafka.structs import TopicPartition
+import orjson
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from member_fakes import FakeConsumer, record
 
+from stream.devtools.bots import event_for
 from stream.kafka.backpressure import Backpressure
 from stream.kafka.handover import Membership
 from stream.kafka.ledger import CommitLedger
+from stream.kafka.member import StreamRunner
 from stream.kafka.readiness import Readiness
 from stream.observability.counters import EventCounters
+from stream.settings import load_settings
 
 KEPT, REVOKED = TopicPartition("in", 0), TopicPartition("in", 1)
 
@@ -285,3 +289,31 @@ async def test_a_restore_started_over_a_running_one_keeps_its_partitions_held():
     go_on.set()
     await member.restored()
     assert consumer.paused == set()
+
+
+class SubmittingEngine:
+    def __init__(self) -> None:
+        self.partitions: list[TopicPartition] = []
+
+    def submit(self, event: Any, source: Any = None, trace: Any = None) -> None:
+        self.partitions.append(source.tp)
+
+
+async def test_records_fetched_before_a_hand_over_began_are_left_to_the_next_owner():
+    """A hand-over that began while the member was still asking one partition after another
+    for records (``take_in_turn``) leaves the revoked partition's records in hand unadmitted;
+    the kept partition's are admitted."""
+    member, *_ = membership()
+    member.took_over({KEPT, REVOKED})
+    runner = StreamRunner(load_settings(), lambda sink: SubmittingEngine())
+    engine = SubmittingEngine()
+    runner.engine, runner._membership = engine, member  # type: ignore[assignment]
+    runner._sink = object()  # type: ignore[assignment]  # valid events never reach it
+    before_the_fetch = member.handovers
+    await member.hand_over({REVOKED})  # while the fetch waited on the group
+    fetched = {tp: [ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"c",
+                                   orjson.dumps(event_for("b", "c", "u", "hi")), None, 1, 1, [])
+                    for offset in range(3)] for tp in (REVOKED, KEPT)}
+    await runner._take_all(fetched, before_the_fetch)
+    assert engine.partitions == [KEPT] * 3
+    assert set(runner.ledger.partitions()) == {KEPT}
