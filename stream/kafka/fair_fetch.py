@@ -5,31 +5,47 @@ aiokafka's ``getmany`` drains the partitions it holds records of one after anoth
 thousand records, and a fetch returns it whole) before any record of the next. A member whose
 engine serves many sessions at once would then admit one partition's sessions at a time, and
 on a backlog the rest would wait with work to do. ``take_in_turn`` asks each partition for at
-most its share of ``max_records``, so one call takes a little of every partition that has
+most its share of ``max_records``, so one round takes a little of every partition that has
 records, each partition's in offset order.
+
+Any of those calls may wait while the group rebalances, and records already in hand of a
+partition revoked meanwhile are no longer the member's. So each call's records come with the
+count of hand-overs begun when it returned (``Taken``), for the member to leave those of a
+partition handed over since then to the next owner.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-__all__ = ["take_in_turn"]
+__all__ = ["Taken", "take_in_turn"]
 
 
-async def take_in_turn(consumer: AIOKafkaConsumer, timeout_ms: int, max_records: int
-                       ) -> dict[TopicPartition, list[Any]]:
+class Taken(NamedTuple):
+    """The records one ``getmany`` call returned, and the hand-overs begun by then."""
+
+    handovers: int
+    records: dict[TopicPartition, list[Any]]
+
+
+async def take_in_turn(consumer: AIOKafkaConsumer, timeout_ms: int, max_records: int,
+                       handovers: Callable[[], int]) -> list[Taken]:
     """Records of the assigned partitions, at most ``max_records // partitions`` of each (at
     least one), so at most ``max_records`` unless the partitions outnumber it; waits up to
-    ``timeout_ms`` only when none has any."""
+    ``timeout_ms`` only when none has any. ``handovers`` counts the hand-overs begun."""
     partitions = consumer.assignment()
     share = max(1, max_records // max(1, len(partitions)))
-    taken: dict[TopicPartition, list[Any]] = await consumer.getmany(
-        timeout_ms=timeout_ms, max_records=share)
-    if taken:
-        for tp in partitions:
-            if tp not in taken:  # one call per partition: a second would overwrite its records
-                taken.update(await consumer.getmany(tp, timeout_ms=0, max_records=share))
+    first = await consumer.getmany(timeout_ms=timeout_ms, max_records=share)
+    if not first:
+        return []
+    taken = [Taken(handovers(), first)]
+    for tp in partitions:
+        if tp not in first:  # one call per partition, so each partition's records stay in order
+            more = await consumer.getmany(tp, timeout_ms=0, max_records=share)
+            if more:
+                taken.append(Taken(handovers(), more))
     return taken

@@ -34,7 +34,7 @@ from stream.kafka.backpressure import Backpressure, starving_limit
 from stream.kafka.batches import OrderedBatches
 from stream.kafka.changelog import Changelog
 from stream.kafka.config import consumer_config, producer_config
-from stream.kafka.fair_fetch import take_in_turn
+from stream.kafka.fair_fetch import Taken, take_in_turn
 from stream.kafka.handover import Membership
 from stream.kafka.ledger import CommitLedger
 from stream.kafka.offsets import OffsetTracker
@@ -212,19 +212,15 @@ class StreamRunner:
     async def _consume_until(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None and self._backpressure is not None
         assert self.engine is not None and self._sink is not None
-        assert self._membership is not None
         next_commit = time.monotonic()
         stop_waiter = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
                 # Not raced with stop: getmany returns within its wait whatever the broker
-                # does, and a task per fetch would cost more than that bounded wait. Hand-overs
-                # are counted before it: one may begin while ``take_in_turn`` asks one partition
-                # after another, after it took records of a partition then revoked.
-                handovers = self._membership.handovers
-                fetched = await take_in_turn(self._consumer, int(_FETCH_WAIT_S * 1000),
-                                             self.settings.max_poll_records)
-                await self._take_all(fetched, handovers)
+                # does, and a task per fetch would cost more than that bounded wait.
+                taken = await take_in_turn(self._consumer, int(_FETCH_WAIT_S * 1000),
+                                           self.settings.max_poll_records, self._handovers)
+                await self._take_all(taken)
                 self._backpressure.apply(self.engine.buffered + self._sink.in_flight)
                 if time.monotonic() >= next_commit:
                     # Raced with stop too: a commit waiting on an absent broker must not delay it.
@@ -233,25 +229,30 @@ class StreamRunner:
         finally:
             stop_waiter.cancel()
 
-    async def _take_all(self, fetched: dict[TopicPartition, list[Any]], handovers: int) -> None:
+    def _handovers(self) -> int:
+        assert self._membership is not None
+        return self._membership.handovers
+
+    async def _take_all(self, taken: list[Taken]) -> None:
         """Take the records of one fetch, letting the loop run every few records.
 
         Events whose steps never wait are answered inside ``_take``; without these pauses a
         full fetch would be answered before any answer's batch is sent or acknowledged (and
         ``getmany`` does not yield while records are buffered). During a pause the group may
-        take partitions away (or may have, since ``handovers`` hand-overs had begun): their
-        records still in hand are left to the next owner."""
+        take partitions away (or may have, between ``take_in_turn``'s calls): records still
+        in hand of a partition handed over since they were taken are left to the next owner."""
         assert self._membership is not None
-        taken = 0
-        for tp, records in fetched.items():
-            for record in records:
-                if self._membership.handovers != handovers \
-                        and tp in self._membership.revoked_since(handovers):
-                    break
-                self._take(RecordSource.from_record(record))
-                taken += 1
-                if taken % _RECORDS_BETWEEN_PAUSES == 0:
-                    await asyncio.sleep(0)
+        count = 0
+        for handovers, fetched in taken:
+            for tp, records in fetched.items():
+                for record in records:
+                    if self._membership.handovers != handovers \
+                            and tp in self._membership.revoked_since(handovers):
+                        break
+                    self._take(RecordSource.from_record(record))
+                    count += 1
+                    if count % _RECORDS_BETWEEN_PAUSES == 0:
+                        await asyncio.sleep(0)
 
     def _take(self, source: RecordSource) -> None:
         """Track, decode and submit one record (or hand it to the sink as rejected)."""

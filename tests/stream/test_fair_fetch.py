@@ -14,7 +14,7 @@ from aiokafka.structs import TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.kafka.fair_fetch import take_in_turn
+from stream.kafka.fair_fetch import Taken, take_in_turn
 
 
 class BufferedConsumer:
@@ -41,9 +41,21 @@ class BufferedConsumer:
         return taken
 
 
-async def test_one_call_takes_a_share_of_every_partition():
+def merged(taken: list[Taken]) -> dict[TopicPartition, list[Any]]:
+    records: dict[TopicPartition, list[Any]] = {}
+    for _, fetched in taken:
+        assert not records.keys() & fetched.keys(), "a partition asked twice in one round"
+        records.update(fetched)
+    return records
+
+
+def never_handed_over() -> int:
+    return 0
+
+
+async def test_one_round_takes_a_share_of_every_partition():
     consumer = BufferedConsumer([100] * 8)
-    taken = await take_in_turn(consumer, 200, 80)  # type: ignore[arg-type]
+    taken = merged(await take_in_turn(consumer, 200, 80, never_handed_over))  # type: ignore[arg-type]
     assert {tp.partition: len(records) for tp, records in taken.items()} == {
         p: 10 for p in range(8)}
     assert consumer.waits[0] == 200 and set(consumer.waits[1:]) == {0}
@@ -51,8 +63,16 @@ async def test_one_call_takes_a_share_of_every_partition():
 
 async def test_nothing_buffered_waits_once_and_returns_nothing():
     consumer = BufferedConsumer([0, 0, 0])
-    assert await take_in_turn(consumer, 200, 500) == {}  # type: ignore[arg-type]
+    assert await take_in_turn(consumer, 200, 500, never_handed_over) == []  # type: ignore[arg-type]
     assert consumer.waits == [200]
+
+
+async def test_each_call_carries_the_hand_overs_begun_when_it_returned():
+    """A hand-over that begins between two calls marks the later call's records only."""
+    consumer = BufferedConsumer([20, 20, 20])
+    begun = iter(range(10))
+    taken = await take_in_turn(consumer, 0, 30, lambda: next(begun))  # type: ignore[arg-type]
+    assert [handovers for handovers, _ in taken] == [0, 1, 2]
 
 
 @given(sizes=st.lists(st.integers(0, 60), min_size=1, max_size=12),
@@ -62,7 +82,8 @@ async def test_every_record_once_each_partition_in_order(sizes, max_records):
     more than ``max_records`` (or one per partition, when they outnumber it)."""
     consumer = BufferedConsumer(sizes)
     seen: dict[int, list[int]] = {p: [] for p in range(len(sizes))}
-    while taken := await take_in_turn(consumer, 0, max_records):  # type: ignore[arg-type]
+    while taken := merged(await take_in_turn(consumer, 0, max_records,  # type: ignore[arg-type]
+                                             never_handed_over)):
         assert sum(map(len, taken.values())) <= max(max_records, len(sizes))
         for tp, records in taken.items():
             seen[tp.partition] += records

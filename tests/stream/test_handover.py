@@ -11,6 +11,7 @@ from member_fakes import FakeConsumer, record
 
 from stream.devtools.bots import event_for
 from stream.kafka.backpressure import Backpressure
+from stream.kafka.fair_fetch import Taken
 from stream.kafka.handover import Membership
 from stream.kafka.ledger import CommitLedger
 from stream.kafka.member import StreamRunner
@@ -299,21 +300,42 @@ class SubmittingEngine:
         self.partitions.append(source.tp)
 
 
-async def test_records_fetched_before_a_hand_over_began_are_left_to_the_next_owner():
-    """A hand-over that began while the member was still asking one partition after another
-    for records (``take_in_turn``) leaves the revoked partition's records in hand unadmitted;
-    the kept partition's are admitted."""
-    member, *_ = membership()
-    member.took_over({KEPT, REVOKED})
+def fetched_of(*partitions: TopicPartition) -> dict[TopicPartition, list[Any]]:
+    value = orjson.dumps(event_for("b", "c", "u", "hi"))
+    return {tp: [ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"c", value, None, 1, 1,
+                                []) for offset in range(3)] for tp in partitions}
+
+
+def taking_runner(member: Membership) -> tuple[StreamRunner, SubmittingEngine]:
     runner = StreamRunner(load_settings(), lambda sink: SubmittingEngine())
     engine = SubmittingEngine()
     runner.engine, runner._membership = engine, member  # type: ignore[assignment]
     runner._sink = object()  # type: ignore[assignment]  # valid events never reach it
-    before_the_fetch = member.handovers
-    await member.hand_over({REVOKED})  # while the fetch waited on the group
-    fetched = {tp: [ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"c",
-                                   orjson.dumps(event_for("b", "c", "u", "hi")), None, 1, 1, [])
-                    for offset in range(3)] for tp in (REVOKED, KEPT)}
-    await runner._take_all(fetched, before_the_fetch)
+    return runner, engine
+
+
+async def test_records_taken_before_a_hand_over_began_are_left_to_the_next_owner():
+    """Records in hand of a partition handed over since they were taken (``take_in_turn``
+    went on asking other partitions meanwhile) are not admitted; the kept partition's are."""
+    member, *_ = membership()
+    member.took_over({KEPT, REVOKED})
+    runner, engine = taking_runner(member)
+    before = member.handovers
+    await member.hand_over({REVOKED})
+    await runner._take_all([Taken(before, fetched_of(REVOKED, KEPT))])
     assert engine.partitions == [KEPT] * 3
     assert set(runner.ledger.partitions()) == {KEPT}
+
+
+async def test_records_taken_after_a_hand_over_are_admitted():
+    """Records a call returned after the hand-over (the partition came back, fetched from its
+    committed offset) are the member's: leaving them would leave them unanswered."""
+    member, *_ = membership()
+    member.took_over({KEPT, REVOKED})
+    runner, engine = taking_runner(member)
+    before = member.handovers
+    await member.hand_over({REVOKED})
+    member.took_over({KEPT, REVOKED})
+    await runner._take_all([Taken(before, fetched_of(KEPT)),
+                            Taken(member.handovers, fetched_of(REVOKED))])
+    assert engine.partitions == [KEPT] * 3 + [REVOKED] * 3
