@@ -217,7 +217,8 @@ class StreamRunner:
         try:
             while not stop.is_set():
                 # Not raced with stop: getmany returns within its wait whatever the broker
-                # does, and a task per fetch would cost more than that bounded wait.
+                # does, and a task per fetch would cost more than that bounded wait. (While
+                # the group rebalances it waits for the new assignment instead, unbounded.)
                 taken = await take_in_turn(self._consumer, int(_FETCH_WAIT_S * 1000),
                                            self.settings.max_poll_records, self._handovers)
                 await self._take_all(taken)
