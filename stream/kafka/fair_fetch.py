@@ -9,9 +9,9 @@ most its share of ``max_records``, so one round takes a little of every partitio
 records, each partition's in offset order.
 
 Any of those calls may wait while the group rebalances, and records already in hand of a
-partition revoked meanwhile are no longer the member's. So each call's records come with the
-count of hand-overs begun when it returned (``Taken``), for the member to leave those of a
-partition handed over since then to the next owner.
+partition revoked meanwhile are no longer the member's. So each partition's records come with
+the count of hand-overs begun when their call returned (``Taken``), for the member to leave
+those of a partition handed over since then to the next owner.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ __all__ = ["Taken", "take_in_turn"]
 
 
 class Taken(NamedTuple):
-    """The records one ``getmany`` call returned, and the hand-overs begun by then."""
+    """A partition's records as one ``getmany`` call returned them, and the hand-overs begun
+    by then."""
 
     handovers: int
-    records: dict[TopicPartition, list[Any]]
+    partition: TopicPartition
+    records: list[Any]
 
 
 async def take_in_turn(consumer: AIOKafkaConsumer, timeout_ms: int, max_records: int,
@@ -42,10 +44,13 @@ async def take_in_turn(consumer: AIOKafkaConsumer, timeout_ms: int, max_records:
     first = await consumer.getmany(timeout_ms=timeout_ms, max_records=share)
     if not first:
         return []
-    taken = [Taken(handovers(), first)]
+    taken = _tagged(first, handovers())
     for tp in partitions:
         if tp not in first:  # one call per partition, so each partition's records stay in order
-            more = await consumer.getmany(tp, timeout_ms=0, max_records=share)
-            if more:
-                taken.append(Taken(handovers(), more))
+            taken += _tagged(await consumer.getmany(tp, timeout_ms=0, max_records=share),
+                             handovers())
     return taken
+
+
+def _tagged(fetched: dict[TopicPartition, list[Any]], handovers: int) -> list[Taken]:
+    return [Taken(handovers, tp, records) for tp, records in fetched.items()]

@@ -244,16 +244,15 @@ class StreamRunner:
         in hand of a partition handed over since they were taken are left to the next owner."""
         assert self._membership is not None
         count = 0
-        for handovers, fetched in taken:
-            for tp, records in fetched.items():
-                for record in records:
-                    if self._membership.handovers != handovers \
-                            and tp in self._membership.revoked_since(handovers):
-                        break
-                    self._take(RecordSource.from_record(record))
-                    count += 1
-                    if count % _RECORDS_BETWEEN_PAUSES == 0:
-                        await asyncio.sleep(0)
+        for handovers, tp, records in taken:
+            for record in records:
+                if self._membership.handovers != handovers \
+                        and tp in self._membership.revoked_since(handovers):
+                    break
+                self._take(RecordSource.from_record(record))
+                count += 1
+                if count % _RECORDS_BETWEEN_PAUSES == 0:
+                    await asyncio.sleep(0)
 
     def _take(self, source: RecordSource) -> None:
         """Track, decode and submit one record (or hand it to the sink as rejected)."""

@@ -43,9 +43,9 @@ class BufferedConsumer:
 
 def merged(taken: list[Taken]) -> dict[TopicPartition, list[Any]]:
     records: dict[TopicPartition, list[Any]] = {}
-    for _, fetched in taken:
-        assert not records.keys() & fetched.keys(), "a partition asked twice in one round"
-        records.update(fetched)
+    for _, tp, fetched in taken:
+        assert tp not in records, "a partition asked twice in one round"
+        records[tp] = fetched
     return records
 
 
@@ -72,7 +72,7 @@ async def test_each_call_carries_the_hand_overs_begun_when_it_returned():
     consumer = BufferedConsumer([20, 20, 20])
     begun = iter(range(10))
     taken = await take_in_turn(consumer, 0, 30, lambda: next(begun))  # type: ignore[arg-type]
-    assert [handovers for handovers, _ in taken] == [0, 1, 2]
+    assert [handovers for handovers, _, _ in taken] == [0, 1, 2]
 
 
 @given(sizes=st.lists(st.integers(0, 60), min_size=1, max_size=12),

@@ -300,15 +300,15 @@ class SubmittingEngine:
         self.partitions.append(source.tp)
 
 
-def fetched_of(*partitions: TopicPartition) -> dict[TopicPartition, list[Any]]:
+def taken_of(handovers: int, tp: TopicPartition) -> Taken:
     value = orjson.dumps(event_for("b", "c", "u", "hi"))
-    return {tp: [ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"c", value, None, 1, 1,
-                                []) for offset in range(3)] for tp in partitions}
+    return Taken(handovers, tp, [ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"c",
+                                                value, None, 1, 1, []) for offset in range(3)])
 
 
 def taking_runner(member: Membership) -> tuple[StreamRunner, SubmittingEngine]:
-    runner = StreamRunner(load_settings(), lambda sink: SubmittingEngine())
     engine = SubmittingEngine()
+    runner = StreamRunner(load_settings(), lambda sink: engine)
     runner.engine, runner._membership = engine, member  # type: ignore[assignment]
     runner._sink = object()  # type: ignore[assignment]  # valid events never reach it
     return runner, engine
@@ -322,7 +322,7 @@ async def test_records_taken_before_a_hand_over_began_are_left_to_the_next_owner
     runner, engine = taking_runner(member)
     before = member.handovers
     await member.hand_over({REVOKED})
-    await runner._take_all([Taken(before, fetched_of(REVOKED, KEPT))])
+    await runner._take_all([taken_of(before, REVOKED), taken_of(before, KEPT)])
     assert engine.partitions == [KEPT] * 3
     assert set(runner.ledger.partitions()) == {KEPT}
 
@@ -336,6 +336,5 @@ async def test_records_taken_after_a_hand_over_are_admitted():
     before = member.handovers
     await member.hand_over({REVOKED})
     member.took_over({KEPT, REVOKED})
-    await runner._take_all([Taken(before, fetched_of(KEPT)),
-                            Taken(member.handovers, fetched_of(REVOKED))])
+    await runner._take_all([taken_of(before, KEPT), taken_of(member.handovers, REVOKED)])
     assert engine.partitions == [KEPT] * 3 + [REVOKED] * 3
