@@ -24,12 +24,14 @@ class StepStats:
     retries: int = 0
 
     def count(self, outcome: ProcessorOutcome) -> None:
-        self.retries += max(outcome.attempts - 1, 0)
-        if outcome.status is ProcessorStatus.OK:
+        status, attempts = outcome.status, outcome.attempts
+        if attempts > 1:
+            self.retries += attempts - 1
+        if status is ProcessorStatus.OK:
             self.ok += 1
-        elif outcome.status is ProcessorStatus.TIMEOUT:
+        elif status is ProcessorStatus.TIMEOUT:
             self.timeouts += 1
-        elif outcome.status is ProcessorStatus.SKIPPED:
+        elif status is ProcessorStatus.SKIPPED:
             self.skipped += 1
         else:
             self.failures += 1

@@ -29,7 +29,7 @@ from processors.reply import REPLY_KEY
 from processors.resilience import CircuitBreaker, RetryPolicy
 from processors.workers import WorkerPools, spawn_process_pool
 from schemas.context import ProcessorContext, SessionUpdate
-from schemas.events import ProcessorOutcome, ProcessorStatus
+from schemas.events import ProcessorOutcome, ProcessorStatus, to_microsecond
 from schemas.trusted import trusted
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def _outcome(status: ProcessorStatus, data: dict[str, Any], error: str | None, a
     # dict (``as_json``), so validation would only cost time on every step.
     return trusted(ProcessorOutcome, {
         "status": status, "data": data, "error": error, "attempts": attempts,
-        "duration_ms": round((time.perf_counter() - started) * 1000.0, 3)})
+        "duration_ms": to_microsecond((time.perf_counter() - started) * 1000.0)})
 
 
 class ProcessorPipeline:

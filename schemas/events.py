@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -160,6 +161,13 @@ class ProcessorOutcome(BaseModel):
     error: str | None = None
     attempts: int = 1
     duration_ms: float = 0.0
+
+
+def to_microsecond(ms: float) -> float:
+    """A duration in milliseconds kept to the microsecond, as responses and outcomes report
+    it: ``round(ms, 3)`` but for exact ties, in a fifth of its time (``round`` with digits
+    goes through a decimal string, and an event rounds four durations)."""
+    return math.floor(ms * 1000.0 + 0.5) / 1000.0
 
 
 def response_id_for(event_id: str, bot_id: str) -> str:

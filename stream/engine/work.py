@@ -14,6 +14,7 @@ from schemas.events import (
     ProcessorOutcome,
     ResponseEvent,
     response_id_for,
+    to_microsecond,
 )
 from schemas.trusted import trusted
 from stream.engine.priority import classify
@@ -96,8 +97,8 @@ def build_response(
         "reply": reply,
         "analysis": outcomes,
         "degraded": degraded,
-        "queued_ms": round(queued_ms, 3),
-        "processing_ms": round(processing_ms, 3),
+        "queued_ms": to_microsecond(queued_ms),
+        "processing_ms": to_microsecond(processing_ms),
         "processed_at": datetime.now(UTC),
         "schema_version": SCHEMA_VERSION,
     })

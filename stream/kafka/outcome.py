@@ -111,35 +111,39 @@ class KafkaSink:
             publishing, delivery.headers = start_publish_span(
                 span, self._response_topic, response.channel_id, SpanName.RESPONSE_PUBLISH)
         states = self._changelog.deliveries(item) if self._changelog is not None else ()
-        acks = _Acks(self, item, response, publishing, 1 + len(states))
+        acks = _Acks(self, source, item.trace, publishing, bool(response.degraded),
+                     response.processing_ms / 1000, 1 + len(states))
         self._awaiting += 1
         self._batches.add(delivery, acks.done)
         for state in states:  # a later record of the same key still queued replaces it
             self._batches.add(state, acks.done, coalesce=True)
 
-    def _published(self, item: WorkItem, response: ResponseEvent,
-                   publishing: Span | None) -> None:
+    def _published(self, source: RecordSource | None, trace: Span | None,
+                   publishing: Span | None, degraded: bool, processing_s: float) -> None:
         self._awaiting -= 1
-        end_publish_span(publishing, item.trace)
-        end_process_span(item.trace)
+        end_publish_span(publishing, trace)
+        end_process_span(trace)
         self.counters.answered += 1
-        self.counters.degraded += bool(response.degraded)
-        source: RecordSource | None = item.source
+        self.counters.degraded += degraded
         if source is not None:
             self._ledger.complete(source)
-            self._observe_latency(source, response)
+            self._observe_latency(source, processing_s)
 
-    def _not_published(self, item: WorkItem, publishing: Span | None,
-                       error: BaseException) -> None:
+    def _not_published(self, source: RecordSource | None, trace: Span | None,
+                       publishing: Span | None, error: BaseException) -> None:
         self._awaiting -= 1
-        end_publish_span(publishing, item.trace, error)
-        if isinstance(error, PublishRejected) and item.source is not None:
-            self._fail(item, error, FailureReason("publish", type(error.error).__name__,
-                                                  str(error)))
+        end_publish_span(publishing, trace, error)
+        if isinstance(error, PublishRejected) and source is not None:
+            self._fail(source, trace, error, FailureReason("publish", type(error.error).__name__,
+                                                           str(error)))
             return
-        end_process_span(item.trace, error)  # stopping (producer closed): the next owner
-        log.warning("response to %s not published (%r); its offset stays uncommitted",
-                    item.event.event_id, error)
+        end_process_span(trace, error)  # stopping (producer closed): the next owner
+        if source is not None:
+            log.warning("response to %s[%d]@%d not published (%r); its offset stays "
+                        "uncommitted", source.tp.topic, source.tp.partition, source.offset,
+                        error)
+        else:
+            log.warning("response not published (%r)", error)
 
     @property
     def in_flight(self) -> int:
@@ -163,7 +167,7 @@ class KafkaSink:
                 or not self._ledger.owns(source):
             end_process_span(item.trace, error)
             return
-        self._fail(item, error, FailureReason.of("processing", error))
+        self._fail(source, item.trace, error, FailureReason.of("processing", error))
 
     def rejected(self, source: RecordSource, reason: Reason, span: Span | None) -> None:
         """Dead-letter a record that is not a valid event (``reason`` from the decoder)."""
@@ -181,13 +185,13 @@ class KafkaSink:
             task.cancel()
         await asyncio.gather(*self._dead_letters, return_exceptions=True)
 
-    def _fail(self, item: WorkItem, error: BaseException, reason: FailureReason) -> None:
-        source: RecordSource = item.source
+    def _fail(self, source: RecordSource, trace: Span | None, error: BaseException,
+              reason: FailureReason) -> None:
         self.counters.failed += 1
         log.error("event at %s[%d]@%d not answered (%s): dead-lettering it", source.tp.topic,
                   source.tp.partition, source.offset, error)
         self._send_dead_letter(dead_letter(self._dlq_topic, source, source.value, reason),
-                               source, item.trace)
+                               source, trace)
 
     def _send_dead_letter(self, delivery: Delivery, source: RecordSource,
                           span: Span | None) -> None:
@@ -219,37 +223,40 @@ class KafkaSink:
             end_process_span(span)
         self._ledger.complete(source)
 
-    def _observe_latency(self, source: RecordSource, response: ResponseEvent) -> None:
+    def _observe_latency(self, source: RecordSource, processing_s: float) -> None:
         if self._latency_observer is None:
             return
         sent_ms = source.timestamp_ms
         try:
             self._latency_observer.observe(time.time() - sent_ms / 1000 if sent_ms else None,
-                                           response.processing_ms / 1000)
+                                           processing_s)
         except Exception:  # metrics must not turn an answered event into a failure
             log.exception("latency observer failed")
 
 
-
-
 class _Acks:
     """Counts the acknowledgements an answer waits for (its response, its session state);
-    the first failure decides the answer's fate, and later reports are ignored."""
+    the first failure decides the answer's fate, and later reports are ignored. It keeps only
+    what that fate needs, not the work item or the response: those are freed once the answer
+    is queued, while still in the processor's cache, instead of a broker round trip later."""
 
-    __slots__ = ("_item", "_publishing", "_remaining", "_response", "_sink")
+    __slots__ = ("_degraded", "_processing_s", "_publishing", "_remaining", "_sink", "_source",
+                 "_trace")
 
-    def __init__(self, sink: KafkaSink, item: WorkItem, response: ResponseEvent,
-                 publishing: Span | None, remaining: int) -> None:
-        self._sink, self._item, self._response = sink, item, response
-        self._publishing, self._remaining = publishing, remaining
+    def __init__(self, sink: KafkaSink, source: RecordSource | None, trace: Span | None,
+                 publishing: Span | None, degraded: bool, processing_s: float,
+                 remaining: int) -> None:
+        self._sink, self._source, self._trace, self._publishing = sink, source, trace, publishing
+        self._degraded, self._processing_s, self._remaining = degraded, processing_s, remaining
 
     def done(self, error: BaseException | None) -> None:
         if self._remaining == 0:
             return
         if error is not None:
             self._remaining = 0
-            self._sink._not_published(self._item, self._publishing, error)
+            self._sink._not_published(self._source, self._trace, self._publishing, error)
             return
         self._remaining -= 1
         if self._remaining == 0:
-            self._sink._published(self._item, self._response, self._publishing)
+            self._sink._published(self._source, self._trace, self._publishing, self._degraded,
+                                  self._processing_s)

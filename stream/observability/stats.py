@@ -98,11 +98,11 @@ class RateMeter:
         """Count ``n`` events at ``now``."""
         index = math.floor(now / self._width)
         buckets = self._buckets
-        if buckets and buckets[-1][0] >= index:
-            buckets[-1][1] += n  # same bucket (or a slightly stale ``now``)
-        else:
-            buckets.append([index, n])
         self._total += n
+        if buckets and buckets[-1][0] >= index:
+            buckets[-1][1] += n  # same bucket (or a slightly stale ``now``): nothing expires
+            return  # that ``rate`` would not expire itself
+        buckets.append([index, n])
         self._expire(now)
 
     def rate(self, now: float) -> float:
