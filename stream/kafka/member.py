@@ -214,13 +214,21 @@ class StreamRunner:
         assert self.engine is not None and self._sink is not None
         next_commit = time.monotonic()
         stop_waiter = asyncio.create_task(stop.wait())
+        stuck = _StuckFetch(_FETCH_WAIT_S)
+        stop_waiter.add_done_callback(stuck.stopped)
         try:
             while not stop.is_set():
                 # Not raced with stop: getmany returns within its wait whatever the broker
-                # does, and a task per fetch would cost more than that bounded wait. (While
-                # the group rebalances it waits for the new assignment instead, unbounded.)
-                taken = await take_in_turn(self._consumer, int(_FETCH_WAIT_S * 1000),
-                                           self.settings.max_poll_records, self._handovers)
+                # does, and a task per fetch would cost more than that bounded wait. While the
+                # group rebalances it waits for the new assignment instead, unbounded: a stop
+                # gives that wait up (``_StuckFetch``).
+                taken = await stuck.fetch(take_in_turn(
+                    self._consumer, int(_FETCH_WAIT_S * 1000), self.settings.max_poll_records,
+                    self._handovers))
+                if taken is None:
+                    log.warning("stopping while the group rebalances: no longer waiting for "
+                                "the new assignment")
+                    break
                 await self._take_all(taken)
                 self._backpressure.apply(self.engine.buffered + self._sink.in_flight)
                 if time.monotonic() >= next_commit:
@@ -228,6 +236,7 @@ class StreamRunner:
                     await _unless_stopped(self.commit(), stop_waiter)
                     next_commit = time.monotonic() + self.settings.commit_interval_ms / 1000
         finally:
+            stuck.disarm()
             stop_waiter.cancel()
 
     def _handovers(self) -> int:
@@ -333,6 +342,44 @@ async def _check_copartitioned(consumer: AIOKafkaConsumer, settings: Settings) -
             f"changelog topic {settings.changelog_topic!r} has {len(changelog)} partitions, "
             f"the inbound topic {len(inbound)}: it needs at least as many (partition N holds "
             "the sessions of inbound partition N)")
+
+
+class _StuckFetch:
+    """Gives up a fetch that a stop has waited ``grace_s`` for: by then a fetch under way has
+    returned, unless it waits for the group's new assignment (a rebalance, which with the
+    broker away never ends). The consuming task is cancelled inside the fetch only, and the
+    cancellation is taken back there. What that fetch had taken is not tracked yet: the
+    partitions' next owner reads it again."""
+
+    def __init__(self, grace_s: float) -> None:
+        self._grace_s = grace_s
+        self._task: asyncio.Task[Any] | None = None  # the task inside a fetch, if one is
+        self._timer: asyncio.TimerHandle | None = None
+        self._cancelled = False
+
+    def stopped(self, _: object) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self._grace_s, self._give_up)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _give_up(self) -> None:
+        if self._task is not None and not self._cancelled:
+            self._cancelled = True
+            self._task.cancel()
+
+    async def fetch(self, step: Coroutine[Any, Any, T]) -> T | None:
+        """``step``'s result, or None if it was given up."""
+        task = self._task = asyncio.current_task()
+        try:
+            return await step
+        except asyncio.CancelledError:
+            if self._cancelled and task is not None and task.uncancel() == 0:
+                return None  # only ours: what the stop does next must not be cancelled too
+            raise
+        finally:
+            self._task = None
 
 
 async def _unless_stopped(step: Coroutine[Any, Any, T], stop: asyncio.Future[Any]) -> T | None:
