@@ -49,9 +49,12 @@ async def answer(
     event failed. Raises only ``CancelledError``."""
     item.started_at = started = clock()
     try:
-        with traced(item, started - item.admitted_at):
-            reply, outcomes, degraded = await run(ProcessorContext(event=item.event,
-                                                                   session=session))
+        context = ProcessorContext(event=item.event, session=session)
+        if item.trace is None:  # tracing off: not even a shared context manager per event
+            reply, outcomes, degraded = await run(context)
+        else:
+            with traced(item, started - item.admitted_at):
+                reply, outcomes, degraded = await run(context)
         finished = clock()
         response = build_response(item, reply, outcomes, degraded,
                                   queued_ms=(started - item.admitted_at) * 1000,

@@ -42,11 +42,15 @@ class CommitLedger:
 
     def track(self, source: RecordSource) -> None:
         self.offsets.track(source.tp, source.offset)
-        self._owed.setdefault(source.tp, {})[source.offset] = source
+        owed = self._owed.get(source.tp)
+        if owed is None:
+            owed = self._owed[source.tp] = {}
+        owed[source.offset] = source
 
     def owns(self, source: RecordSource) -> bool:
         """Whether ``source`` is still this member's to answer (not handed over, not done)."""
-        return self._owed.get(source.tp, {}).get(source.offset) is source
+        owed = self._owed.get(source.tp)
+        return owed is not None and owed.get(source.offset) is source
 
     def complete(self, source: RecordSource) -> None:
         owed = self._owed.get(source.tp)
