@@ -57,16 +57,18 @@ T = TypeVar("T")
 _RECORDS_BETWEEN_PAUSES = 32
 
 # A stop's steps beyond the drain, each bounded, so that a stop with the broker away still ends:
-# the fetch under way when the signal came, then after the drain deadline a short grace each for
-# the engine's stop, the last publishes, the dead letters and the final commit, and at most a
-# second each for the consumer (leaving the group) and the producer.
+# the fetch under way when the signal came (given up once it has run twice its wait: see
+# ``_StuckFetch``), then after the drain deadline a short grace each for the engine's stop, the
+# last publishes, the dead letters and the final commit, and at most a second each for the
+# consumer (leaving the group) and the producer.
 _FETCH_WAIT_S = 0.2
+_STUCK_FETCH_S = 2 * _FETCH_WAIT_S
 _ENGINE_GRACE_S = 0.5
 _FLUSH_GRACE_S = 0.1
 _DEAD_LETTER_GRACE_S = 0.1
 _COMMIT_GRACE_S = 0.5
 _CLIENT_STOP_S = 1.0
-SHUTDOWN_GRACE_S = (_FETCH_WAIT_S + _ENGINE_GRACE_S + _FLUSH_GRACE_S + _DEAD_LETTER_GRACE_S
+SHUTDOWN_GRACE_S = (_STUCK_FETCH_S + _ENGINE_GRACE_S + _FLUSH_GRACE_S + _DEAD_LETTER_GRACE_S
                     + _COMMIT_GRACE_S + 2 * _CLIENT_STOP_S)
 """The most a member's stop takes beyond ``CHATSTREAM_SHUTDOWN_TIMEOUT_SECONDS``."""
 
@@ -214,7 +216,7 @@ class StreamRunner:
         assert self.engine is not None and self._sink is not None
         next_commit = time.monotonic()
         stop_waiter = asyncio.create_task(stop.wait())
-        stuck = _StuckFetch(_FETCH_WAIT_S)
+        stuck = _StuckFetch(_STUCK_FETCH_S)
         stop_waiter.add_done_callback(stuck.stopped)
         try:
             while not stop.is_set():
@@ -226,8 +228,8 @@ class StreamRunner:
                     self._consumer, int(_FETCH_WAIT_S * 1000), self.settings.max_poll_records,
                     self._handovers))
                 if taken is None:
-                    log.warning("stopping while the group rebalances: no longer waiting for "
-                                "the new assignment")
+                    log.warning("stopping: gave up a fetch still waiting after %.1f s, for the "
+                                "group's new assignment most likely", stuck.limit_s)
                     break
                 await self._take_all(taken)
                 self._backpressure.apply(self.engine.buffered + self._sink.in_flight)
@@ -345,33 +347,45 @@ async def _check_copartitioned(consumer: AIOKafkaConsumer, settings: Settings) -
 
 
 class _StuckFetch:
-    """Gives up a fetch that a stop has waited ``grace_s`` for: by then a fetch under way has
-    returned, unless it waits for the group's new assignment (a rebalance, which with the
-    broker away never ends). The consuming task is cancelled inside the fetch only, and the
-    cancellation is taken back there. What that fetch had taken is not tracked yet: the
-    partitions' next owner reads it again."""
+    """Once a stop came, gives up a fetch that has run for ``limit_s``, twice a fetch's own
+    bound: only a fetch waiting for the group's new assignment runs that long (a rebalance,
+    which with the broker away never ends). The consuming task is cancelled inside the fetch
+    only, and the cancellation is taken back there. What that fetch had taken is not tracked
+    yet: the partitions' next owner reads it again."""
 
-    def __init__(self, grace_s: float) -> None:
-        self._grace_s = grace_s
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
         self._task: asyncio.Task[Any] | None = None  # the task inside a fetch, if one is
+        self._began = 0.0  # loop time that fetch began at
         self._timer: asyncio.TimerHandle | None = None
+        self._over = False  # the consuming loop ended
         self._cancelled = False
 
-    def stopped(self, _: object) -> None:
-        self._timer = asyncio.get_running_loop().call_later(self._grace_s, self._give_up)
+    def stopped(self, stop_waiter: asyncio.Future[Any]) -> None:
+        if not stop_waiter.cancelled() and not self._over:  # cancelled: ended without a stop
+            self._check()
 
     def disarm(self) -> None:
+        self._over = True
         if self._timer is not None:
             self._timer.cancel()
 
-    def _give_up(self) -> None:
-        if self._task is not None and not self._cancelled:
-            self._cancelled = True
-            self._task.cancel()
+    def _check(self) -> None:
+        self._timer = None
+        if self._over or self._task is None or self._cancelled:
+            return  # not inside a fetch: the loop sees the stop before it fetches again
+        loop = asyncio.get_running_loop()
+        running_s = loop.time() - self._began
+        if running_s < self.limit_s:
+            self._timer = loop.call_later(self.limit_s - running_s, self._check)
+            return
+        self._cancelled = True
+        self._task.cancel()
 
     async def fetch(self, step: Coroutine[Any, Any, T]) -> T | None:
         """``step``'s result, or None if it was given up."""
         task = self._task = asyncio.current_task()
+        self._began = asyncio.get_running_loop().time()
         try:
             return await step
         except asyncio.CancelledError:

@@ -100,8 +100,10 @@ class RateMeter:
         buckets = self._buckets
         self._total += n
         if buckets and buckets[-1][0] >= index:
-            buckets[-1][1] += n  # same bucket (or a slightly stale ``now``): nothing expires
-            return  # that ``rate`` would not expire itself
+            # Same bucket (or a slightly stale ``now``): what has expired since the last new
+            # bucket is left for that one, or for ``rate``, to drop.
+            buckets[-1][1] += n
+            return
         buckets.append([index, n])
         self._expire(now)
 
