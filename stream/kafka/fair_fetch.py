@@ -37,19 +37,28 @@ class Taken(NamedTuple):
 async def take_in_turn(consumer: AIOKafkaConsumer, timeout_ms: int, max_records: int,
                        handovers: Callable[[], int]) -> list[Taken]:
     """Records of the assigned partitions, at most ``max_records // partitions`` of each (at
-    least one), so at most ``max_records`` unless the partitions outnumber it; waits up to
-    ``timeout_ms`` only when none has any. ``handovers`` counts the hand-overs begun."""
-    partitions = consumer.assignment()
-    share = max(1, max_records // max(1, len(partitions)))
-    first = await consumer.getmany(timeout_ms=timeout_ms, max_records=share)
+    least one; one from the first partition asked, before the group's first assignment), so at
+    most ``max_records`` unless the partitions outnumber it; waits up to ``timeout_ms`` only
+    when none has any. ``handovers`` counts the hand-overs begun."""
+    assigned = len(consumer.assignment())
+    # Before the group's first assignment nothing tells how many partitions will share the
+    # round: the waiting call takes one record, the others their share once it is known.
+    first = await consumer.getmany(timeout_ms=timeout_ms,
+                                   max_records=_share(max_records, assigned) if assigned else 1)
     if not first:
         return []
     taken = _tagged(first, handovers())
+    partitions = consumer.assignment()
+    share = _share(max_records, len(partitions))
     for tp in partitions:
         if tp not in first:  # one call per partition, so each partition's records stay in order
             taken += _tagged(await consumer.getmany(tp, timeout_ms=0, max_records=share),
                              handovers())
     return taken
+
+
+def _share(max_records: int, partitions: int) -> int:
+    return max(1, max_records // max(1, partitions))
 
 
 def _tagged(fetched: dict[TopicPartition, list[Any]], handovers: int) -> list[Taken]:

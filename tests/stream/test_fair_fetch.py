@@ -41,6 +41,25 @@ class BufferedConsumer:
         return taken
 
 
+class JoiningConsumer(BufferedConsumer):
+    """Assigned nothing until its first ``getmany`` returns, as a member that has not joined
+    its group yet (aiokafka's first fetch waits for the assignment)."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        super().__init__(sizes)
+        self.joined = False
+
+    def assignment(self) -> set[TopicPartition]:
+        return super().assignment() if self.joined else set()
+
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
+                      max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+        taken = await super().getmany(*partitions, timeout_ms=timeout_ms,
+                                      max_records=max_records)
+        self.joined = True
+        return taken
+
+
 def merged(taken: list[Taken]) -> dict[TopicPartition, list[Any]]:
     records: dict[TopicPartition, list[Any]] = {}
     for _, tp, fetched in taken:
@@ -59,6 +78,14 @@ async def test_one_round_takes_a_share_of_every_partition():
     assert {tp.partition: len(records) for tp, records in taken.items()} == {
         p: 10 for p in range(8)}
     assert consumer.waits[0] == 200 and set(consumer.waits[1:]) == {0}
+
+
+async def test_the_round_before_the_first_assignment_takes_a_share_of_every_partition_too():
+    """No partition's records are taken whole while the assignment is not known yet."""
+    consumer = JoiningConsumer([100] * 8)
+    taken = merged(await take_in_turn(consumer, 200, 80, never_handed_over))  # type: ignore[arg-type]
+    assert max(len(records) for records in taken.values()) <= 10
+    assert len(taken) == 8
 
 
 async def test_nothing_buffered_waits_once_and_returns_nothing():
