@@ -26,8 +26,24 @@ class Responder(Protocol):
     async def respond(self, context: ProcessorContext) -> str: ...
 
 
+# The templates' phrases by label: module constants, not literals built on every reply.
+_OPENINGS = {"negative": "I'm sorry to hear that.", "positive": "Great to hear!"}
+_THREAD_NOTES = {
+    "idle_gap": "Welcome back!",
+    "marker": "Sure, let's switch to this new topic.",
+    "topic_shift": "Sounds like a new topic; happy to help with it.",
+}
+_ANSWERS = {
+    "negative": "Could you tell me a bit more so I can help?",
+    "positive": "Is there anything else I can help with?",
+}
+
+
 def _section(context: ProcessorContext, name: str) -> Mapping[str, Any]:
-    return context.analysis.get(name) or {}
+    return context.analysis.get(name) or _NOTHING
+
+
+_NOTHING: Mapping[str, Any] = {}  # one empty section for all (a Mapping: read only)
 
 
 def _opening(emotion: Mapping[str, Any]) -> str:
@@ -36,18 +52,11 @@ def _opening(emotion: Mapping[str, Any]) -> str:
     label = str(emotion.get("label"))
     if label == "positive" and float(emotion.get("compound", 0.0)) < 0.5:
         label = "neutral"  # "help" or "thanks" alone make VADER mildly positive: no cheering
-    return {
-        "negative": "I'm sorry to hear that.",
-        "positive": "Great to hear!",
-    }.get(label, "Thanks for your message.")
+    return _OPENINGS.get(label, "Thanks for your message.")
 
 
 def _thread_note(thread: Mapping[str, Any]) -> str:
-    return {
-        "idle_gap": "Welcome back!",
-        "marker": "Sure, let's switch to this new topic.",
-        "topic_shift": "Sounds like a new topic; happy to help with it.",
-    }.get(str(thread.get("reason")), "")
+    return _THREAD_NOTES.get(str(thread.get("reason")), "")
 
 
 def _memory_note(memory: Mapping[str, Any]) -> str:
@@ -63,10 +72,7 @@ def _memory_note(memory: Mapping[str, Any]) -> str:
 def _answer(content: str, label: str) -> str:
     if is_question(content):
         return "Good question. I'm looking into it and will get back to you with an answer."
-    return {
-        "negative": "Could you tell me a bit more so I can help?",
-        "positive": "Is there anything else I can help with?",
-    }.get(label, "I've noted that.")
+    return _ANSWERS.get(label, "I've noted that.")
 
 
 class TemplateResponder:
