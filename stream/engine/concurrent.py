@@ -170,6 +170,8 @@ class ConcurrentConversationManager:
 
     def _admit_waiting(self) -> None:
         """Give free session slots to waiting sessions, the most urgent first (``WaitingLine``)."""
+        if not self._waiting:  # the usual case, on every event's end: not even a clock read
+            return
         now = self._clock()
         while (key := self._waiting.peek_session()) is not None:
             state = self._sessions.get_or_create(key, now, self._is_busy)
@@ -317,11 +319,12 @@ class ConcurrentConversationManager:
         """``item`` is over: its session's lane is free, waiting sessions get free slots, and
         what may run now starts. With ``take_next``, the first item the scheduler lets go is
         returned instead, for the caller to run (None when there is none)."""
-        self._scheduler.complete(item.session_key, self._clock())
+        now = self._clock()
+        self._scheduler.complete(item.session_key, now)
         self._admit_waiting()
         following = None
         if not self._closed:
-            if take_next and (ready := self._scheduler.pop_ready(self._clock())) is not None:
+            if take_next and (ready := self._scheduler.pop_ready(now)) is not None:
                 following = ready[1]
             self._pump()
         if self.buffered == 0:
