@@ -37,13 +37,11 @@ _ANSWERS = {
     "negative": "Could you tell me a bit more so I can help?",
     "positive": "Is there anything else I can help with?",
 }
+_NOTHING: Mapping[str, Any] = {}  # one empty section for all (a Mapping: read only)
 
 
 def _section(context: ProcessorContext, name: str) -> Mapping[str, Any]:
     return context.analysis.get(name) or _NOTHING
-
-
-_NOTHING: Mapping[str, Any] = {}  # one empty section for all (a Mapping: read only)
 
 
 def _opening(emotion: Mapping[str, Any]) -> str:

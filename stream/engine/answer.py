@@ -49,12 +49,9 @@ async def answer(
     event failed. Raises only ``CancelledError``."""
     item.started_at = started = clock()
     try:
-        context = ProcessorContext(event=item.event, session=session)
-        if item.trace is None:  # tracing off: not even a shared context manager per event
-            reply, outcomes, degraded = await run(context)
-        else:
-            with traced(item, started - item.admitted_at):
-                reply, outcomes, degraded = await run(context)
+        with traced(item, started - item.admitted_at):
+            reply, outcomes, degraded = await run(ProcessorContext(event=item.event,
+                                                                   session=session))
         finished = clock()
         response = build_response(item, reply, outcomes, degraded,
                                   queued_ms=(started - item.admitted_at) * 1000,

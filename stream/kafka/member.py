@@ -361,9 +361,8 @@ class _StuckFetch:
         self._over = False  # the consuming loop ended
         self._cancelled = False
 
-    def stopped(self, stop_waiter: asyncio.Future[Any]) -> None:
-        if not stop_waiter.cancelled() and not self._over:  # cancelled: ended without a stop
-            self._check()
+    def stopped(self, _: asyncio.Future[Any]) -> None:
+        self._check()  # also run by the waiter's cancellation, after ``disarm``: then a no-op
 
     def disarm(self) -> None:
         self._over = True
