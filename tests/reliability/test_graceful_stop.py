@@ -89,7 +89,13 @@ async def test_sigterm_with_time_to_drain_exits_cleanly_without_duplicates(pool_
     answered twice. How much of the backlog one fetch brought before the signal is the
     machine's timing (500 records a fetch), so it is not asserted."""
     pool = await pool_factory(partitions=8)
-    run = await _stop_under_load(pool, backlog=1000, shutdown_timeout_s=5.0, seed=303)
+    # Unthrottled, a worker can answer all 1,000 before the signal reaches it. A 40 ms step with
+    # 16 in flight caps it at 400 events/s on any machine: the 800 left after the first 200
+    # answers take at least 2 s, so some are still there at the signal, and at most 2 s, well
+    # inside the 5 s drain.
+    run = await _stop_under_load(pool, backlog=1000, shutdown_timeout_s=5.0, seed=303,
+                                 CHATSTREAM_PROCESSOR_PLUGINS="stream.devtools.bench.steps:io_step",
+                                 CHATSTREAM_BENCH_IO_MS="40", CHATSTREAM_MAX_IN_FLIGHT="16")
     _report("drained", run, 5.0)
     assert run.code == 0
     assert run.stop_s <= 5.0 + STOP_MARGIN_S
