@@ -92,20 +92,23 @@ def test_script_without_main_guard_runs_once_and_answers_emotion_ok(tmp_path):
 @dataclass
 class WorkerPid:
     """Reports the pid of the worker process that ran it, after holding that worker for
-    ``hold_s`` (long enough for a kill to land inside a call). With ``calls_dir``, each call
-    first leaves a file there, so a test can see that a call has begun in the worker."""
+    ``hold_s``, or ``long_hold_s`` for a message that contains ``[hold]`` (long enough for a
+    kill to land inside the call, even from a test process a loaded machine slows down). With
+    ``calls_dir``, each call first leaves a file there, so a test can see that a call has
+    begun in the worker."""
 
     name: str = "worker_pid"
     kind: ExecutionKind = ExecutionKind.PROCESS
     stage: Stage = Stage.ANALYSIS
     timeout_s: float = 20.0
     hold_s: float = 0.1
+    long_hold_s: float = 1.0
     calls_dir: str = ""
 
     def process(self, context: ProcessorContext) -> dict[str, Any]:
         if self.calls_dir:
             Path(self.calls_dir, f"{context.event.event_id}.call").touch()
-        time.sleep(self.hold_s)
+        time.sleep(self.long_hold_s if "[hold]" in context.event.content else self.hold_s)
         return {"pid": os.getpid()}
 
 
@@ -126,21 +129,21 @@ async def test_sigkilled_worker_is_replaced_and_later_events_get_emotion_ok(capl
     responses: list[Any] = []
     killed: int | None = None
 
-    async def ask(i: int) -> Any:
+    async def ask(i: int, hold: bool = False) -> Any:
         async with asyncio.timeout(60):
             return await manager.process_conversation_message(
-                user_id=f"u{i % 3}", channel_id="c1", content=f"message {i}: I am happy",
-                bot_id="b1")
+                user_id=f"u{i % 3}", channel_id="c1",
+                content=f"message {i}: I am happy{' [hold]' if hold else ''}", bot_id="b1")
 
     asked = 0
     try:
         for i in range(20):
             calls_before = len(list(tmp_path.iterdir()))
-            batch = asyncio.gather(ask(2 * i), ask(2 * i + 1))
+            batch = asyncio.gather(ask(2 * i, hold=i == 10), ask(2 * i + 1, hold=i == 10))
             asked += 2
             if i == 10:
-                # Inside this batch's calls (each holds the worker): their attempts fail
-                # over to the replacement pool.
+                # Inside this batch's calls (each holds the worker for a second): their
+                # attempts fail over to the replacement pool.
                 await _until_a_call_begins(tmp_path, calls_before)
                 killed = _pid_of(responses[-1])
                 assert killed is not None

@@ -280,6 +280,14 @@ async def test_join_then_graceful_leave_under_load_repeats_nothing_and_fails_ove
 KILL_EVENTS = 6000  # published at once: both members work through a backlog
 KILL_AT = 1500  # answers seen when one original member is SIGKILLed and a replacement starts
 STOP_AFTER_KILL_S = 2.0  # then the other original member is stopped (SIGTERM)
+# A 20 ms step with 16 in flight caps each member at 800 events/s on any machine, so the
+# 4,500 events left at the kill take the two members at least 2.8 s: the victim still has
+# work on every partition it owns when it dies. 200 buffered at most keep the drains of the
+# revocations and of the SIGTERM within a quarter of a second, so the stopped member is never
+# cut short (a duplicate of its own would not be the killed member's).
+KILL_ENV = {"CHATSTREAM_PROCESSOR_PLUGINS": "stream.devtools.bench.steps:io_step",
+            "CHATSTREAM_BENCH_IO_MS": "20", "CHATSTREAM_MAX_IN_FLIGHT": "16",
+            "CHATSTREAM_MAX_BUFFERED": "200"}
 
 
 async def test_sigterm_while_a_killed_member_is_waited_out_repeats_only_its_uncommitted_answers(
@@ -291,9 +299,9 @@ async def test_sigterm_while_a_killed_member_is_waited_out_repeats_only_its_unco
     settings = pool.settings
     # The victim joins first, so it leads the group: its death leaves the next generation to
     # be formed by the replacement, while the other original member is still handing over.
-    victim = pool.spawn("victim")
+    victim = pool.spawn("victim", **KILL_ENV)
     await victim.wait_ready()
-    stopped = pool.spawn("stopped")
+    stopped = pool.spawn("stopped", **KILL_ENV)
     await stopped.wait_ready()
 
     async with OutputReader(settings) as reader, Watch(pool) as watch:
@@ -301,8 +309,9 @@ async def test_sigterm_while_a_killed_member_is_waited_out_repeats_only_its_unco
             produce(settings, chat_events(seed=505, count=KILL_EVENTS, channels=40)))
         await until(lambda: len(reader.answers) >= KILL_AT, 30, f"{KILL_AT} answers")
         victim_owned = watch.owned_at(victim.name, time.time())
+        before_kill = await victim.stats()
         killed_at = await victim.kill()
-        replacement = pool.spawn("replacement")
+        replacement = pool.spawn("replacement", **KILL_ENV)
         committed_at_kill = await committed_offsets(settings)
         await asyncio.sleep(max(0.0, killed_at + STOP_AFTER_KILL_S - time.time()))
         stopped_at = time.time()
@@ -311,6 +320,9 @@ async def test_sigterm_while_a_killed_member_is_waited_out_repeats_only_its_unco
         await answer_everything(pool, reader, sent)
         figures = analyse(sent, reader)
 
+    lag_at_kill = before_kill["kafka"]["lag"] if before_kill else {}
+    assert lag_at_kill and all(lag > 0 for lag in lag_at_kill.values()), \
+        f"the victim had drained a partition before it was killed: {lag_at_kill}"
     answers = reader.answers
     repeatable = answered_uncommitted(sent, figures, killed_at, committed_at_kill)
     outside = [eid for eid in figures.duplicated_ids if eid not in repeatable]

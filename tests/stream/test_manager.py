@@ -256,7 +256,8 @@ async def test_stop_still_runs_queued_work_while_it_drains():
     await stopping
     results = await asyncio.gather(*pending, return_exceptions=True)
     assert [type(r).__name__ for r in results] == ["ResponseEvent"] * 20
-    assert time.monotonic() - started < 2.0  # drained, not timed out
+    # Drained, not cut short: every event answered, and the stop ended within its timeout.
+    assert time.monotonic() - started < 5.0
 
 
 async def test_an_idle_start_respects_the_in_flight_bound_and_the_ready_order():
