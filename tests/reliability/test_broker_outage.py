@@ -10,7 +10,7 @@ import signal
 import time
 
 import pytest
-from workers import STOP_MARGIN_S, OutputReader, analyse, produce, settle, until
+from workers import STOP_MARGIN_S, OutputReader, analyse, produce, rate_capped, settle, until
 
 from stream.devtools.bots import chat_events
 
@@ -100,8 +100,7 @@ async def test_sigterm_while_the_broker_is_frozen_exits_in_time(pool_factory, mo
     # events left after the first 100 answers take it at least 2.5 s, so the stop finds work
     # in flight that the frozen broker cannot acknowledge.
     worker = pool.spawn("stopped", CHATSTREAM_SHUTDOWN_TIMEOUT_SECONDS=str(SHUTDOWN_S),
-                        CHATSTREAM_PROCESSOR_PLUGINS="stream.devtools.bench.steps:io_step",
-                        CHATSTREAM_BENCH_IO_MS="40", CHATSTREAM_MAX_IN_FLIGHT="8")
+                        **rate_capped(step_ms=40, in_flight=8))
     await worker.wait_ready()
     try:
         async with OutputReader(settings) as reader:

@@ -18,6 +18,7 @@ from workers import (
     analyse,
     committed_offsets,
     produce,
+    rate_capped,
     settle,
     until,
 )
@@ -94,8 +95,7 @@ async def test_sigterm_with_time_to_drain_exits_cleanly_without_duplicates(pool_
     # answers take at least 2 s, so some are still there at the signal, and at most 2 s, well
     # inside the 5 s drain.
     run = await _stop_under_load(pool, backlog=1000, shutdown_timeout_s=5.0, seed=303,
-                                 CHATSTREAM_PROCESSOR_PLUGINS="stream.devtools.bench.steps:io_step",
-                                 CHATSTREAM_BENCH_IO_MS="40", CHATSTREAM_MAX_IN_FLIGHT="16")
+                                 **rate_capped(step_ms=40, in_flight=16))
     _report("drained", run, 5.0)
     assert run.code == 0
     assert run.stop_s <= 5.0 + STOP_MARGIN_S
@@ -115,8 +115,7 @@ async def test_sigterm_cut_short_by_the_timeout_only_repeats_uncommitted_answers
     # drain and its grace answer at most about 450, so even a signal coming seconds after the
     # first 200 answers leaves well over a thousand of the 2,500.
     run = await _stop_under_load(pool, backlog=2500, shutdown_timeout_s=2.0, seed=313,
-                                 CHATSTREAM_PROCESSOR_PLUGINS="stream.devtools.bench.steps:io_step",
-                                 CHATSTREAM_BENCH_IO_MS="100", CHATSTREAM_MAX_IN_FLIGHT="16")
+                                 **rate_capped(step_ms=100, in_flight=16))
     figures = run.figures
     repeatable = {
         event_id for event_id, (partition, offset) in run.sent.where.items()

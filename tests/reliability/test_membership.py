@@ -28,6 +28,7 @@ from workers import (
     analyse,
     committed_offsets,
     produce,
+    rate_capped,
     settle,
     until,
 )
@@ -285,9 +286,7 @@ STOP_AFTER_KILL_S = 2.0  # then the other original member is stopped (SIGTERM)
 # work on every partition it owns when it dies. 200 buffered at most keep the drains of the
 # revocations and of the SIGTERM within a quarter of a second, so the stopped member is never
 # cut short (a duplicate of its own would not be the killed member's).
-KILL_ENV = {"CHATSTREAM_PROCESSOR_PLUGINS": "stream.devtools.bench.steps:io_step",
-            "CHATSTREAM_BENCH_IO_MS": "20", "CHATSTREAM_MAX_IN_FLIGHT": "16",
-            "CHATSTREAM_MAX_BUFFERED": "200"}
+KILL_ENV = {**rate_capped(step_ms=20, in_flight=16), "CHATSTREAM_MAX_BUFFERED": "200"}
 
 
 async def test_sigterm_while_a_killed_member_is_waited_out_repeats_only_its_uncommitted_answers(

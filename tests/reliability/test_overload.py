@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from workers import OutputReader, analyse, produce, settle, until
+from workers import OutputReader, analyse, produce, rate_capped, settle, until
 
 from stream.devtools.bots import chat_events
 
@@ -24,8 +24,7 @@ MAX_BUFFERED = 500
 MAX_IN_FLIGHT = 16
 # A 20 ms step with 16 in flight caps the worker at 800 events/s whatever the machine's speed,
 # so the 10k events take at least 12.5 s: enough 1 s windows to compare priorities in.
-PACED = {"CHATSTREAM_PROCESSOR_PLUGINS": "stream.devtools.bench.steps:io_step",
-         "CHATSTREAM_BENCH_IO_MS": "20"}
+PACED = rate_capped(step_ms=20, in_flight=MAX_IN_FLIGHT)
 RSS_GROWTH_LIMIT_MB = 50.0  # default caches included; 10k events held in memory would pass it
 
 
@@ -51,8 +50,7 @@ async def test_overload_pauses_bounds_memory_and_keeps_critical_fast(pool_factor
     once, and critical events wait in the queue far less than normal ones answered alongside."""
     pool = await pool_factory(partitions=8)
     settings = pool.settings
-    worker = pool.spawn("overloaded", CHATSTREAM_MAX_BUFFERED=str(MAX_BUFFERED),
-                        CHATSTREAM_MAX_IN_FLIGHT=str(MAX_IN_FLIGHT), **PACED)
+    worker = pool.spawn("overloaded", CHATSTREAM_MAX_BUFFERED=str(MAX_BUFFERED), **PACED)
     await worker.wait_ready()
     baseline = worker.rss_bytes()
     samples: list[tuple[float, int, int]] = []  # (time, rss, lag)

@@ -81,6 +81,15 @@ def make_settings(bootstrap_servers: str, **overrides: object) -> Settings:
     return load_settings(**values)
 
 
+def rate_capped(step_ms: int, in_flight: int) -> dict[str, str]:
+    """A worker's environment that caps it at ``in_flight * 1000 / step_ms`` events per second
+    on any machine: each event waits ``step_ms`` in a step that stands for a remote call
+    (``io_step``), at most ``in_flight`` of them at once. For tests that need work left at a
+    given moment whatever the machine's speed."""
+    return {"CHATSTREAM_PROCESSOR_PLUGINS": "stream.devtools.bench.steps:io_step",
+            "CHATSTREAM_BENCH_IO_MS": str(step_ms), "CHATSTREAM_MAX_IN_FLIGHT": str(in_flight)}
+
+
 def worker_env(settings: Settings, http_port: int, extra: dict[str, str]) -> dict[str, str]:
     """The environment of one worker: ours, not whatever the test runner happens to carry."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_PREFIXES_DROPPED)}
