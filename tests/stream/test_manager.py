@@ -178,7 +178,7 @@ async def test_session_bound_holds_and_excess_sessions_wait():
 
 
 async def test_stop_returns_within_deadline_with_stuck_work():
-    """stop() returns within its 5 s deadline even when processors never finish."""
+    """stop() returns soon after its deadline (1 s here) even when processors never finish."""
     manager = await _manager(StuckProcessor(), max_in_flight=10)
     pending = [asyncio.ensure_future(manager.process_conversation_message(
         user_id=f"u{i}", channel_id="c", content="hi", bot_id="b")) for i in range(50)]
