@@ -111,8 +111,15 @@ class BotClient:
 
     async def publish_raw(self, value: bytes | None, key: bytes | None = None
                           ) -> asyncio.Future[RecordMetadata]:
-        """Send arbitrary bytes (for dead-letter demonstrations and tests)."""
-        return await self._producer.send(self._settings.inbound_topic, value=value, key=key)
+        """Send arbitrary bytes (for dead-letter demonstrations and tests). A record with
+        neither key nor value, which other clients can write and ``AIOKafkaProducer.send``
+        refuses, goes out as a batch of its own to the inbound topic's first partition."""
+        topic = self._settings.inbound_topic
+        if key is None and value is None:
+            batch = self._producer.create_batch()
+            batch.append(key=None, value=None, timestamp=None)
+            return await self._producer.send_batch(batch, topic, partition=0)  # type: ignore[no-any-return]
+        return await self._producer.send(topic, value=value, key=key)
 
     async def flush(self) -> None:
         await self._producer.flush()

@@ -62,14 +62,24 @@ def dead_letter(topic: str, source: RecordSource, value: bytes | None, reason: R
         ("source.partition", str(source.tp.partition)),
         ("source.offset", str(source.offset)),
     )
-    return Delivery(topic=topic, key=source.key, value=value, headers=headers)
+    return _sendable(Delivery(topic=topic, key=source.key, value=value, headers=headers))
 
 
 def without_value(delivery: Delivery, why: str) -> Delivery:
     """The same dead letter with the original bytes left out, saying why: the last resort when
     the dead-letter topic itself refuses the record (usually for its size)."""
-    return replace(delivery, value=None,
-                   headers=[*delivery.headers, *_headers(("value.dropped", why[:_MAX_MESSAGE_BYTES]))])
+    return _sendable(replace(delivery, value=None, headers=[
+        *delivery.headers, *_headers(("value.dropped", why[:_MAX_MESSAGE_BYTES]))]))
+
+
+def _sendable(delivery: Delivery) -> Delivery:
+    """``delivery``, or, when it has neither key nor value, the same with an empty value and
+    ``value.null`` saying so. Other clients write such records, but aiokafka refuses to send
+    one, and a dead letter that cannot be sent would hold its partition's commits back."""
+    if delivery.key is not None or delivery.value is not None:
+        return delivery
+    return replace(delivery, value=b"", headers=[*delivery.headers, *_headers(
+        ("value.null", "the record had neither key nor value; an empty value stands for it"))])
 
 
 def reason_of(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> dict[str, str]:

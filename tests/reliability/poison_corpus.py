@@ -65,6 +65,7 @@ CASES: list[Case] = [
     Case("javascript-comment", K, b"// hi\n" + _event(), "json", "InvalidJSON"),
     Case("nesting-beyond-parser-limit", K, _raw_nested_metadata(1100), "json", "InvalidJSON"),
     Case("null-key-and-broken-json", None, b'{"event_id": ', "json", "InvalidJSON"),
+    Case("null-key-and-null-value", None, None, "json", "EmptyValue"),
     # -- size: over max_record_bytes, refused before parsing ---------------------------------
     Case("oversize-record", K, _event(content="x" * 3000, metadata={"pad": "y" * 70_000}),
          "size", "RecordTooLarge"),

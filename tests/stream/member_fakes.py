@@ -73,6 +73,9 @@ class FakePublisher:
     async def publish(self, delivery: Delivery) -> None:
         if self.gate is not None:
             await self.gate.wait()
+        # What AIOKafkaProducer.send asserts before anything else.
+        assert not (delivery.key is None and delivery.value is None), \
+            "Need at least one: key or value"
         queued = self.errors.get(delivery.topic)
         if queued:
             raise queued.pop(0)

@@ -16,6 +16,7 @@ from stream.kafka.dead_letter import reason_of
 from stream.kafka.ledger import CommitLedger
 from stream.kafka.outcome import KafkaSink
 from stream.kafka.publisher import PublishRejected
+from stream.kafka.records import RecordSource
 from stream.observability.counters import EventCounters
 
 TP = TopicPartition("in", 0)
@@ -126,6 +127,36 @@ async def test_a_record_the_dlq_refuses_is_sent_without_its_bytes():
     await exit_.wait_for_dead_letters(5)
     (dead,) = publisher.sent
     assert dead.value is None and reason_of(dead.headers)["error.type"] == "InvalidJSON"
+    assert ledger.pending({TP}) == 0 and exit_.counters.dead_lettered == 1
+
+
+async def test_a_record_with_neither_key_nor_value_is_dead_lettered_with_an_empty_value():
+    """aiokafka cannot send a record with neither key nor value, which other clients write: its
+    dead letter carries an empty value and says so, and the offset completes."""
+    exit_, ledger, publisher = await sink()
+    source = RecordSource(tp=TP, offset=0, key=None, value=None)
+    ledger.track(source)
+    exit_.rejected(source, DecodeError("json", "EmptyValue", "the record has no value"), None)
+    await exit_.wait_for_dead_letters(5)
+    (dead,) = publisher.sent
+    reason = reason_of(dead.headers)
+    assert dead.key is None and dead.value == b"" and "value.null" in reason
+    assert reason["error.type"] == "EmptyValue"
+    assert ledger.pending({TP}) == 0 and exit_.counters.dead_lettered == 1
+
+
+async def test_a_keyless_record_the_dlq_refuses_is_sent_with_an_empty_value():
+    """Without its bytes, a keyless dead letter would have neither key nor value: it goes out
+    with an empty one, saying both why the bytes were dropped and that the value is empty."""
+    exit_, ledger, publisher = await sink()
+    source = RecordSource(tp=TP, offset=0, key=None, value=b"x" * 100)
+    ledger.track(source)
+    publisher.errors["dlq"] = [PublishRejected("dlq", MessageSizeTooLargeError())]
+    exit_.rejected(source, DecodeError("json", "InvalidJSON", "not JSON"), None)
+    await exit_.wait_for_dead_letters(5)
+    (dead,) = publisher.sent
+    reason = reason_of(dead.headers)
+    assert dead.value == b"" and {"value.dropped", "value.null"} <= reason.keys()
     assert ledger.pending({TP}) == 0 and exit_.counters.dead_lettered == 1
 
 
