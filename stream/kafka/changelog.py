@@ -19,11 +19,12 @@ Rules, in the order they apply:
    one handed over does not (its state is the next owner's). Without the record under its own
    key a session is not restored, whatever slots are left.
 3. On assignment, before any event of a partition is fetched (aiokafka awaits the assignment
-   callback first), ``restore`` reads that changelog partition from the start to the high
-   watermark seen after the first fetch and keeps the last record per key (tombstones
+   callback first), ``restore`` reads that changelog partition from the start until its
+   position reaches the high watermark of the latest fetch, and keeps the last record per key (tombstones
    delete): on Apache Kafka compaction keeps the topic small, on the embedded broker (no
-   compaction) the read is longer but the result the same. Bounded by ``timeout_s``; what is
-   not read by then starts empty (logged).
+   compaction) the read is longer but the result the same. Bounded by ``timeout_s``; the
+   sessions of a partition not read to its end by then all start empty (logged): what was
+   read of it may be older than what was not.
 """
 
 from __future__ import annotations
@@ -139,8 +140,11 @@ class Changelog:
             restored = found[tp.partition]
             read += restored.records_read
             if not restored.complete:
-                log.warning("changelog of %s[%d] not read to its end within %.1f s: some "
+                # What was read may be older than what follows it (a later state, a tombstone
+                # of a session that ended): installed, it would stay, as a live session is kept.
+                log.warning("changelog of %s[%d] not read to its end within %.1f s: its "
                             "sessions start empty", tp.topic, tp.partition, timeout_s)
+                continue
             installed += engine.restore_sessions(self._states(restored.documents), tp)
         elapsed = time.monotonic() - started
         self._counters.sessions_restored += installed
