@@ -4,7 +4,8 @@ For each record, exactly one of:
 - ``answered``: the response, and the session's new state when there is a changelog, are
   queued in order (``OrderedBatches``); once both are acknowledged the offset completes.
   A response the broker refuses for good (``PublishRejected``) is dead-lettered instead
-  (stage "publish").
+  (stage "publish"). A state record it refuses for good leaves the answer as it is: it counts
+  as acknowledged (logged, ``states_refused``), the session's restored history misses it.
 - ``failed`` with an error from processing: the record is dead-lettered (stage "processing").
 - ``rejected`` (a record that did not decode): dead-lettered with the decoder's reason.
 - ``failed`` with ``EngineStopped``, or any outcome for a record no longer owned (its partition
@@ -116,7 +117,12 @@ class KafkaSink:
         self._awaiting += 1
         self._batches.add(delivery, acks.done)
         for state in states:  # a later record of the same key still queued replaces it
-            self._batches.add(state, acks.done, coalesce=True)
+            self._batches.add(state, acks.state_done, coalesce=True)
+
+    def _state_refused(self, error: PublishRejected) -> None:
+        self.counters.states_refused += 1
+        log.warning("session state record refused for good (%s): the answer stands, and the "
+                    "session's restored history will miss it", error)
 
     def _published(self, source: RecordSource | None, trace: Span | None,
                    publishing: Span | None, degraded: bool, processing_s: float) -> None:
@@ -248,6 +254,17 @@ class _Acks:
                  remaining: int) -> None:
         self._sink, self._source, self._trace, self._publishing = sink, source, trace, publishing
         self._degraded, self._processing_s, self._remaining = degraded, processing_s, remaining
+
+    def state_done(self, error: BaseException | None) -> None:
+        """A session state record's report (one call for each answer whose record it was or
+        superseded): refused for good, it stands acknowledged; it is state, not the answer,
+        and dead-lettering an event its response may already have answered would give it two
+        results. Other errors (stopping) leave the offset owed, as ``done``'s do."""
+        if isinstance(error, PublishRejected):
+            if self._remaining != 0:
+                self._sink._state_refused(error)
+            error = None
+        self.done(error)
 
     def done(self, error: BaseException | None) -> None:
         if self._remaining == 0:

@@ -20,6 +20,7 @@ class EventCounters:
     failed: int = 0  # decoded events that could not be answered and were dead-lettered
     dead_lettered: int = 0  # dead letters acknowledged by the broker
     undeliverable: int = 0  # records neither answered nor dead-lettered (logged, offset done)
+    states_refused: int = 0  # answers whose session state record was refused for good (logged)
     commits: int = 0  # offset commits that landed
     pauses: int = 0  # times backpressure paused the partitions
     sessions_restored: int = 0  # sessions installed from the changelog on assignments

@@ -98,6 +98,10 @@ class RunnerCollector(Collector):
             "chatstream_sessions_restored", "Sessions restored from the changelog on assignments",
             value=counters.sessions_restored)
         yield CounterMetricFamily(
+            "chatstream_session_states_refused",
+            "Answers whose session state record the broker refused for good (the answers "
+            "stood; the sessions' restored history misses them)", value=counters.states_refused)
+        yield CounterMetricFamily(
             "chatstream_session_restore_seconds",
             "Time spent restoring sessions from the changelog (a rising rate means long "
             "hand-overs: compact the changelog or lower SESSION_TIMEOUT_MINUTES)",

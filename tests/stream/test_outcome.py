@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, ProducerClosed
 from aiokafka.structs import TopicPartition
 from member_fakes import FakeBatchProducer, FakePublisher, record, work_item
 
 from schemas.codec import DecodeError
 from stream.engine.work import EngineStopped, build_response
-from stream.kafka.batches import OrderedBatches
+from stream.kafka.batches import Done, OrderedBatches
 from stream.kafka.dead_letter import reason_of
 from stream.kafka.ledger import CommitLedger
 from stream.kafka.outcome import KafkaSink
 from stream.kafka.publisher import PublishRejected
-from stream.kafka.records import RecordSource
+from stream.kafka.records import Delivery, RecordSource
 from stream.observability.counters import EventCounters
 
 TP = TopicPartition("in", 0)
@@ -169,3 +169,65 @@ async def test_a_dead_letter_that_cannot_be_sent_leaves_the_offset_owed():
     exit_.failed(work_item(source), RuntimeError("bug"))
     await exit_.wait_for_dead_letters(5)
     assert ledger.pending({TP}) == 1 and exit_.counters.dead_lettered == 0
+
+
+class _HeldBatches:
+    """Batches that hold every delivery's callback, for the test to report on."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[Delivery, Done]] = []
+
+    def partition_of(self, topic: str, key: bytes) -> int:
+        return 0
+
+    def add(self, delivery: Delivery, on_done: Done, coalesce: bool = False) -> None:
+        self.held.append((delivery, on_done))
+
+    async def flush(self, timeout_s: float) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+class _OneStateRecord:
+    def deliveries(self, item):  # type: ignore[no-untyped-def]
+        return [Delivery(topic="sessions", key=b"s", value=b"{}", partition=0)]
+
+
+async def test_a_state_record_refused_for_good_leaves_the_answer_standing():
+    """The response acknowledged and the session's record refused for good: the event is
+    answered, not dead-lettered (it would have two results), and its offset completes."""
+    counters = EventCounters()
+    ledger, publisher, batches = CommitLedger(counters, 1.0), FakePublisher(), _HeldBatches()
+    exit_ = KafkaSink(publisher, batches, ledger, counters, response_topic="out",
+                      dlq_topic="dlq", changelog=_OneStateRecord())
+    source = record(TP, 0)
+    ledger.track(source)
+    item = work_item(source)
+    exit_.answered(item, response_for(item))
+    (response, acked), (state, refused) = batches.held
+    assert (response.topic, state.topic) == ("out", "sessions")
+    acked(None)
+    refused(PublishRejected("sessions", MessageSizeTooLargeError()))
+    await exit_.wait_for_dead_letters(5)
+    assert publisher.sent == [] and counters.dead_lettered == 0 and counters.failed == 0
+    assert counters.answered == 1 and counters.states_refused == 1
+    assert ledger.pending({TP}) == 0
+
+
+async def test_a_state_record_not_sent_while_stopping_leaves_the_offset_owed():
+    """Not refused but cut off (the producer closed): the next owner answers the event again."""
+    counters = EventCounters()
+    ledger, publisher, batches = CommitLedger(counters, 1.0), FakePublisher(), _HeldBatches()
+    exit_ = KafkaSink(publisher, batches, ledger, counters, response_topic="out",
+                      dlq_topic="dlq", changelog=_OneStateRecord())
+    source = record(TP, 0)
+    ledger.track(source)
+    item = work_item(source)
+    exit_.answered(item, response_for(item))
+    (_, acked), (_, cut_off) = batches.held
+    acked(None)
+    cut_off(ProducerClosed())
+    assert counters.answered == 0 and counters.states_refused == 0
+    assert ledger.pending({TP}) == 1 and publisher.sent == []
