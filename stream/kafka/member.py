@@ -299,13 +299,14 @@ class StreamRunner:
         Every step is bounded, so a stop with the broker away still returns in about the
         shutdown timeout (plus the short grace periods), committing what it can.
         """
+        deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
         consumer.pause(*consumer.assignment())
         if self._membership is not None:
-            await self._membership.close()  # a restore still running ends here
-        timeout = self.settings.shutdown_timeout_seconds
-        deadline = time.monotonic() + timeout
+            # A restore still running ends here (it may take its consumer a moment to stop),
+            # within the shutdown timeout rather than on top of it.
+            await self._membership.close()
         assert self.engine is not None and self._sink is not None
-        drained = await self.engine.drain(timeout)
+        drained = await self.engine.drain(max(0.0, deadline - time.monotonic()))
         # Stop (its short grace period may still complete events) before the final commit,
         # so every acknowledged response counts; then wait for dead letters, including those
         # of events that failed during the grace period.
