@@ -6,7 +6,8 @@ For each record, exactly one of:
   A response the broker refuses for good (``PublishRejected``) is dead-lettered instead
   (stage "publish"). A state record it refuses for good leaves the answer as it is: it counts
   as acknowledged (logged, ``states_refused``), the session's restored history misses it.
-- ``failed`` with an error from processing: the record is dead-lettered (stage "processing").
+- ``failed`` with an error from processing: the record is dead-lettered (stage "processing"),
+  as is an answer that cannot even be queued (a bug: its response or state cannot be encoded).
 - ``rejected`` (a record that did not decode): dead-lettered with the decoder's reason.
 - ``failed`` with ``EngineStopped``, or any outcome for a record no longer owned (its partition
   was handed over): nothing is published and the offset stays uncommitted; the partition's
@@ -103,15 +104,20 @@ class KafkaSink:
             end_process_span(item.trace, EngineStopped("partition handed over in flight"))
             return
         key = response.channel_id.encode()
-        delivery = Delivery(topic=self._response_topic, key=key, value=encode(response),
-                            partition=self._batches.partition_of(self._response_topic, key))
+        try:  # everything that can fail before anything is queued: then the record still ends
+            delivery = Delivery(topic=self._response_topic, key=key, value=encode(response),
+                                partition=self._batches.partition_of(self._response_topic, key))
+            states = self._changelog.deliveries(item) if self._changelog is not None else ()
+        except Exception as error:  # a bug (an answer that cannot be encoded), not load
+            log.exception("answer to event %s could not be queued", item.event.event_id)
+            self.failed(item, error)
+            return
         span: Span | None = item.trace
         publishing = None
         if span is not None:  # tracing off: no span calls on the per-event path
             annotate_response(span, item, response)
             publishing, delivery.headers = start_publish_span(
                 span, self._response_topic, response.channel_id, SpanName.RESPONSE_PUBLISH)
-        states = self._changelog.deliveries(item) if self._changelog is not None else ()
         acks = _Acks(self, source, item.trace, publishing, bool(response.degraded),
                      response.processing_ms / 1000, 1 + len(states))
         self._awaiting += 1

@@ -231,3 +231,27 @@ async def test_a_state_record_not_sent_while_stopping_leaves_the_offset_owed():
     cut_off(ProducerClosed())
     assert counters.answered == 0 and counters.states_refused == 0
     assert ledger.pending({TP}) == 1 and publisher.sent == []
+
+
+class _BrokenStateLog:
+    def deliveries(self, item):  # type: ignore[no-untyped-def]
+        raise ValueError("state cannot be encoded")
+
+
+async def test_an_answer_that_cannot_be_queued_is_dead_lettered_and_nothing_is_published():
+    """A bug that keeps an answer from being queued (its state cannot be encoded) still ends
+    the record: dead-lettered with stage processing, nothing published, the offset done."""
+    counters = EventCounters()
+    ledger, publisher, batches = CommitLedger(counters, 1.0), FakePublisher(), _HeldBatches()
+    exit_ = KafkaSink(publisher, batches, ledger, counters, response_topic="out",
+                      dlq_topic="dlq", changelog=_BrokenStateLog())
+    source = record(TP, 0)
+    ledger.track(source)
+    item = work_item(source)
+    exit_.answered(item, response_for(item))
+    await exit_.wait_for_dead_letters(5)
+    assert batches.held == [] and exit_.in_flight == 0
+    (dead,) = publisher.sent
+    reason = reason_of(dead.headers)
+    assert (reason["error.stage"], reason["error.type"]) == ("processing", "ValueError")
+    assert ledger.pending({TP}) == 0 and counters.dead_lettered == 1
