@@ -29,6 +29,7 @@ Rules, in the order they apply:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Hashable, Iterable
@@ -178,6 +179,11 @@ class Changelog:
             await _read_to_end(consumer, self._topic, found, timeout_s)
         finally:
             await consumer.stop()
+        # aiokafka's stop swallows a cancellation that comes while it waits for its fetcher: a
+        # restore cancelled then (by a hand-over, by a stop) must not install what it read.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         return found
 
 

@@ -1,14 +1,19 @@
 """Restoring from the changelog: a partition read to its end installs its sessions; one the
-deadline cut short installs none (what was read of it may be older than what was not)."""
+deadline cut short installs none (what was read of it may be older than what was not); a
+restore cancelled while its consumer stops ends cancelled."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Collection, Hashable, Iterable
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka.structs import TopicPartition
 
+import stream.kafka.changelog as changelog_module
 from schemas.events import ChatEvent
 from stream.engine.session_documents import answer_record, marker_record, restorable, session_records
 from stream.engine.sessions import SessionState
@@ -66,3 +71,38 @@ async def test_a_partition_read_to_its_end_installs_its_sessions_one_cut_short_n
     assert len(engine.installed[read_whole]) == 2
     assert cut_short not in engine.installed
     assert counters.sessions_restored == 2
+
+
+class _SwallowingConsumer:
+    """Stops as aiokafka's consumer does: a cancellation that comes while it waits for its
+    fetcher to end is swallowed."""
+
+    stopping: asyncio.Event  # set by the test
+
+    def __init__(self, *_: Any, **__: Any) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        _SwallowingConsumer.stopping.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(5)
+
+
+async def _read_nothing(*_: Any) -> None:
+    return None
+
+
+async def test_a_restore_cancelled_while_its_consumer_stops_is_cancelled(monkeypatch):
+    monkeypatch.setattr(changelog_module, "AIOKafkaConsumer", _SwallowingConsumer)
+    monkeypatch.setattr(changelog_module, "_read_to_end", _read_nothing)
+    changelog = Changelog(load_settings(), batches=None, counters=EventCounters(),  # type: ignore[arg-type]
+                          owned=lambda: set())
+    _SwallowingConsumer.stopping = asyncio.Event()
+    restoring = asyncio.create_task(changelog.restore({0}, timeout_s=1.0))
+    await asyncio.wait_for(_SwallowingConsumer.stopping.wait(), 5)
+    restoring.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(restoring, 10)
