@@ -16,8 +16,9 @@ Rules, in the order they apply:
    its message slots).
 2. A session that ends for good (expired or evicted) gets tombstones (the slots its window
    filled, and its own key: its marker or version 2 header), queued behind its last records;
-   one handed over does not (its state is the next owner's). Without the record under its own
-   key a session is not restored, whatever slots are left.
+   one handed over, or ending while its partition is being handed over, does not (its state
+   is the next owner's). Without the record under its own key a session is not restored,
+   whatever slots are left.
 3. On assignment, before any event of a partition is fetched (aiokafka awaits the assignment
    callback first), ``restore`` reads that changelog partition from the start until its
    position reaches the high watermark of the latest fetch, and keeps the last record per key (tombstones

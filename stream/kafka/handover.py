@@ -48,6 +48,7 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
                  rebalance_timeout_s: float) -> None:
         self.assignment: set[TopicPartition] = set()
         self._revoked: list[frozenset[TopicPartition]] = []  # each hand-over's partitions
+        self._handing_over: frozenset[TopicPartition] = frozenset()  # the one under way
         # Restores the sessions of newly assigned partitions (the changelog), when there is one.
         self.restore: Callable[[Collection[TopicPartition]], Awaitable[Any]] | None = None
         self._consumer = consumer
@@ -92,6 +93,13 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
         if not revoked:
             return
         self._revoked.append(frozenset(revoked))
+        self._handing_over = frozenset(revoked)
+        try:
+            await self._hand_over(revoked)
+        finally:
+            self._handing_over = frozenset()
+
+    async def _hand_over(self, revoked: Collection[TopicPartition]) -> None:
         self._readiness.set_member(False)
         if self._restoring is not None and self._restoring.running:
             # aiokafka revokes the whole assignment: the restore of part of it is moot.
@@ -129,6 +137,13 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
     def handovers(self) -> int:
         """Hand-overs begun so far."""
         return len(self._revoked)
+
+    @property
+    def serving(self) -> set[TopicPartition]:
+        """The partitions owned and not being handed over: a session of one of them that ends
+        for good is this member's to tombstone; one of a partition handed over (or being
+        handed over) is the next owner's."""
+        return self.assignment - self._handing_over
 
     def revoked_since(self, handovers: int) -> frozenset[TopicPartition]:
         """The partitions handed over since ``handovers`` hand-overs had begun."""

@@ -140,6 +140,9 @@ class StreamRunner:
     def assignment(self) -> set[TopicPartition]:
         return self._membership.assignment if self._membership is not None else set()
 
+    def _serving(self) -> set[TopicPartition]:
+        return self._membership.serving if self._membership is not None else set()
+
     def lag(self) -> dict[TopicPartition, PartitionLag]:
         """Per owned partition: records not yet answered, and the oldest one's timestamp."""
         if self._consumer is None:
@@ -168,7 +171,7 @@ class StreamRunner:
                                      max_batch_bytes=self.settings.producer_max_batch_bytes)
             await batches.prepare([self.settings.response_topic])
             changelog = Changelog(self.settings, batches, self.counters,
-                                  owned=lambda: self.assignment) if self.settings.changelog else None
+                                  owned=self._serving) if self.settings.changelog else None
             self._sink = KafkaSink(publisher, batches, self.ledger, self.counters,
                                    response_topic=self.settings.response_topic,
                                    dlq_topic=self.settings.dlq_topic,

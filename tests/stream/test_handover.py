@@ -338,3 +338,19 @@ async def test_records_taken_after_a_hand_over_are_admitted():
     member.took_over({KEPT, REVOKED})
     await runner._take_all([taken_of(before, KEPT), taken_of(member.handovers, REVOKED)])
     assert engine.partitions == [KEPT] * 3 + [REVOKED] * 3
+
+
+async def test_a_partition_being_handed_over_is_no_longer_served():
+    """While a hand-over waits for its partitions' work, they are still owned but no longer
+    served: a session of theirs that ends meanwhile is the next owner's, not tombstoned here."""
+    member, ledger, _, _, _, _ = membership()
+    member.took_over({KEPT, REVOKED})
+    assert member.serving == {KEPT, REVOKED}
+    source = record(REVOKED, 0)
+    ledger.track(source)
+    handing = asyncio.create_task(member.hand_over({REVOKED}))
+    await asyncio.sleep(0.01)
+    assert member.assignment == {KEPT, REVOKED} and member.serving == {KEPT}
+    ledger.complete(source)
+    await handing
+    assert member.assignment == member.serving == {KEPT}
