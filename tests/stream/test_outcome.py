@@ -195,17 +195,23 @@ class _OneStateRecord:
         return [Delivery(topic="sessions", key=b"s", value=b"{}", partition=0)]
 
 
-async def test_a_state_record_refused_for_good_leaves_the_answer_standing():
-    """The response acknowledged and the session's record refused for good: the event is
-    answered, not dead-lettered (it would have two results), and its offset completes."""
+def _answered_with(changelog):  # type: ignore[no-untyped-def]
+    """A sink over held batches and ``changelog``, and one record answered through it."""
     counters = EventCounters()
     ledger, publisher, batches = CommitLedger(counters, 1.0), FakePublisher(), _HeldBatches()
     exit_ = KafkaSink(publisher, batches, ledger, counters, response_topic="out",
-                      dlq_topic="dlq", changelog=_OneStateRecord())
+                      dlq_topic="dlq", changelog=changelog)
     source = record(TP, 0)
     ledger.track(source)
     item = work_item(source)
     exit_.answered(item, response_for(item))
+    return exit_, counters, ledger, publisher, batches
+
+
+async def test_a_state_record_refused_for_good_leaves_the_answer_standing():
+    """The response acknowledged and the session's record refused for good: the event is
+    answered, not dead-lettered (it would have two results), and its offset completes."""
+    exit_, counters, ledger, publisher, batches = _answered_with(_OneStateRecord())
     (response, acked), (state, refused) = batches.held
     assert (response.topic, state.topic) == ("out", "sessions")
     acked(None)
@@ -218,14 +224,7 @@ async def test_a_state_record_refused_for_good_leaves_the_answer_standing():
 
 async def test_a_state_record_not_sent_while_stopping_leaves_the_offset_owed():
     """Not refused but cut off (the producer closed): the next owner answers the event again."""
-    counters = EventCounters()
-    ledger, publisher, batches = CommitLedger(counters, 1.0), FakePublisher(), _HeldBatches()
-    exit_ = KafkaSink(publisher, batches, ledger, counters, response_topic="out",
-                      dlq_topic="dlq", changelog=_OneStateRecord())
-    source = record(TP, 0)
-    ledger.track(source)
-    item = work_item(source)
-    exit_.answered(item, response_for(item))
+    _, counters, ledger, publisher, batches = _answered_with(_OneStateRecord())
     (_, acked), (_, cut_off) = batches.held
     acked(None)
     cut_off(ProducerClosed())
@@ -241,14 +240,7 @@ class _BrokenStateLog:
 async def test_an_answer_that_cannot_be_queued_is_dead_lettered_and_nothing_is_published():
     """A bug that keeps an answer from being queued (its state cannot be encoded) still ends
     the record: dead-lettered with stage processing, nothing published, the offset done."""
-    counters = EventCounters()
-    ledger, publisher, batches = CommitLedger(counters, 1.0), FakePublisher(), _HeldBatches()
-    exit_ = KafkaSink(publisher, batches, ledger, counters, response_topic="out",
-                      dlq_topic="dlq", changelog=_BrokenStateLog())
-    source = record(TP, 0)
-    ledger.track(source)
-    item = work_item(source)
-    exit_.answered(item, response_for(item))
+    exit_, counters, ledger, publisher, batches = _answered_with(_BrokenStateLog())
     await exit_.wait_for_dead_letters(5)
     assert batches.held == [] and exit_.in_flight == 0
     (dead,) = publisher.sent
