@@ -6,7 +6,8 @@ armed for each of them would be created, pushed on the event loop's heap and can
 nothing, thousands of times a second. ``within`` runs the step's coroutine up to its first
 suspension by hand; if it finishes there, no deadline is armed. Otherwise the deadline counts
 from that first suspension (microseconds after the step started) and the rest of the coroutine
-is awaited under it.
+is awaited under it; for a step run eagerly on a caller's stack (``processors.eager``), from
+when the task that goes on with it begins.
 
 Rules of an armed deadline, those of ``asyncio.timeout``:
 1. At its time, a step still waiting has its task cancelled; ``within`` turns that
@@ -72,13 +73,28 @@ class Deadline:
         self._state = _WAITING
         # Run eagerly on a caller's stack, the step goes on in a task of its own: the deadline
         # cancels that task, never the caller (which may be a consumer's loop).
-        if not bind_to_own_task(self._bind):
-            self._bind(task)
+        if bind_to_own_task(self._bind_then_arm):
+            return
+        self._bind(task)
         _watch_of(task.get_loop()).add(self)
 
     def _bind(self, task: asyncio.Task[Any]) -> None:
         self._task = task
         self._cancelling = task.cancelling()
+
+    def _bind_then_arm(self, task: asyncio.Task[Any]) -> None:
+        """Bind to the task that goes on with an eager run, and arm once it has begun: its
+        first step is queued ahead of the arming. Cancelled before that step, a task never
+        resumes the step it carries, so the deadline's end would reach the caller as a bare
+        cancellation instead of a ``TimeoutError`` (uvloop runs due timers before queued
+        callbacks: a loop held up past the deadline would fire it first)."""
+        self._bind(task)
+        task.get_loop().call_soon(self._arm)
+
+    def _arm(self) -> None:
+        task = self._task
+        if self._state == _WAITING and task is not None and not task.done():
+            _watch_of(task.get_loop()).add(self)
 
     def _fire(self) -> None:
         assert self._task is not None

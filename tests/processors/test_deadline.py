@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
+import uvloop
 
 from processors.deadline import Deadline, within
+from processors.eager import start_eagerly
 
 
 async def finishes_at_once() -> str:
@@ -234,3 +237,26 @@ async def test_deadlines_that_end_in_order_do_not_pile_up():
         await asyncio.sleep(0)
     assert await asyncio.gather(*runs) == ["done"] * len(release)
     assert len(line) == 0
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop],
+                         ids=["asyncio", "uvloop"])
+def test_a_deadline_due_before_an_eager_runs_task_begins_still_times_the_step_out(loop_factory):
+    """A step run on a caller's stack goes on in a task of its own; when the loop is held up
+    past the deadline before that task's first step, the step still ends in TimeoutError, and
+    the task is not cancelled from under it (uvloop runs due timers before queued callbacks)."""
+
+    async def answer() -> str:
+        try:
+            return await within(sleeps(5), Deadline(0.0))
+        except TimeoutError:
+            return "timed out"
+
+    async def main() -> str:
+        task = start_eagerly(answer())
+        assert task is not None
+        time.sleep(0.01)  # the loop held up (a long run of records, a collection)
+        return await asyncio.wait_for(task, 5)
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        assert runner.run(main()) == "timed out"
