@@ -282,7 +282,10 @@ class ProcessorPipeline:
         from its start)."""
         started = begun.started if begun is not None else time.perf_counter()
         attempts = _Attempts()
-        deadline = Deadline(processor.timeout_s)
+        # What is left of the step's time: a first attempt that failed at once may have used
+        # some of it (an INLINE step's work, an ASYNC step's before its first suspension).
+        deadline = Deadline(processor.timeout_s if begun is None else max(
+            0.0, processor.timeout_s - (time.perf_counter() - started)))
         status, data, error = ProcessorStatus.OK, {}, None
         try:
             if isinstance(begun, _Suspended):
@@ -299,8 +302,8 @@ class ProcessorPipeline:
                         raise
                     deadline = Deadline(max(0.0, processor.timeout_s
                                             - (time.perf_counter() - started)))
-                    data = await within(self._retries(processor, context, attempts, started),
-                                        deadline)
+                    data = await within(self._retries(processor, context, attempts, started,
+                                                      exc), deadline)
             else:
                 data = await within(self._attempts(processor, context, attempts, resilient,
                                                    begun, started), deadline)
@@ -332,7 +335,8 @@ class ProcessorPipeline:
         except Exception as exc:
             if not self._retryable(processor, resilient, attempts, exc):
                 raise
-        return await self._retries(processor, context, attempts, started)
+            first_error = exc
+        return await self._retries(processor, context, attempts, started, first_error)
 
     def _retryable(self, processor: Processor, resilient: bool, attempts: _Attempts,
                    error: Exception) -> bool:
@@ -345,11 +349,16 @@ class ProcessorPipeline:
             error, TransientProcessorError)
 
     async def _retries(self, processor: Processor, context: ProcessorContext,
-                       attempts: _Attempts, started: float) -> dict[str, Any]:
-        """The attempts after a transient first failure, within what is left of the step's
-        timeout since ``started``."""
+                       attempts: _Attempts, started: float, first_error: Exception
+                       ) -> dict[str, Any]:
+        """The attempts after a transient first failure (``first_error``), within what is
+        left of the step's timeout since ``started``; none when nothing is left once the
+        first backoff is over (``first_error`` is the step's error then)."""
         budget_s = processor.timeout_s - (time.perf_counter() - started)
-        async for attempt in await self._retry.after_first_failure(budget_s):
+        retrying = await self._retry.after_first_failure(budget_s)
+        if retrying is None:
+            raise first_error
+        async for attempt in retrying:
             with attempt:
                 return await self._attempt(processor, context, attempts)
         raise AssertionError("unreachable: tenacity re-raises the last error")

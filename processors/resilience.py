@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -117,13 +118,22 @@ class RetryPolicy:
 
     async def after_first_failure(
         self, budget_s: float, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-    ) -> AsyncRetrying:
+    ) -> AsyncRetrying | None:
         """The rest of ``retrying`` once its first attempt failed transiently outside it: waits
         the first backoff, then controls the ``retries`` attempts left (same waits as
-        ``retrying``). Lets a caller try once with no retry machinery on the path of success."""
+        ``retrying``), within what is left of ``budget_s`` after that wait; None, without
+        waiting when ``budget_s`` is already spent, when nothing is left (tenacity would start
+        one more attempt whatever its budget). Lets a caller try once with no retry machinery
+        on the path of success."""
+        if budget_s <= 0:
+            return None
+        waited_from = time.monotonic()
         await sleep(min(self.initial_s, self.max_s) + random.uniform(0, self.jitter_s))
+        left_s = budget_s - (time.monotonic() - waited_from)
+        if left_s <= 0:
+            return None
         # Its attempt n is retrying's attempt n + 1: the backoff starts one doubling later.
-        return self._controller(self.retries, self.initial_s * 2, budget_s, sleep)
+        return self._controller(self.retries, self.initial_s * 2, left_s, sleep)
 
     def _controller(self, attempts: int, first_wait_s: float, budget_s: float,
                     sleep: Callable[[float], Awaitable[None]]) -> AsyncRetrying:

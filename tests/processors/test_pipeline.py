@@ -519,3 +519,33 @@ async def test_retries_after_a_first_attempt_that_waited_get_only_what_is_left_o
                                  ("fails-first", 2, "TimeoutError")]
     assert 0.3 - 0.002 <= elapsed < 5  # the limit (the shared timer may fire 1 ms early),
     # and well before the 30 s the retry would wait
+
+
+@dataclass
+class SlowInlineFlaky(InlineFlaky):
+    """``InlineFlaky`` whose every attempt works ``busy_s`` on the loop before failing."""
+
+    name: str = "slow-inline-flaky"
+    busy_s: float = 0.0
+
+    def process(self, context: ProcessorContext) -> dict[str, Any]:  # type: ignore[override]
+        time.sleep(self.busy_s)
+        return self.attempt()
+
+
+@pytest.mark.parametrize("kind", ["inline", "async"])
+async def test_a_first_attempt_that_used_up_the_steps_time_is_not_retried(
+        build, make_context, kind):
+    """A transient failure after more than the step's timeout of work (which a deadline cannot
+    cut short: it never suspended) leaves no time for a retry: one attempt, failed with its
+    error, and no second call (for an INLINE step, another block of the loop)."""
+    from processors.resilience import RetryPolicy
+
+    step: Any = (SlowInlineFlaky(busy_s=0.15, broken=True, timeout_s=0.1) if kind == "inline"
+                 else FailsFirst(suspend=False, busy_s=0.15, later_wait_s=30, timeout_s=0.1))
+    pipeline = build(step, retry_policy=RetryPolicy(retries=3, initial_s=0.001))
+    _, outcomes, degraded = await pipeline.run(make_context("hi"))
+    outcome = outcomes[step.name]
+    assert (outcome.status, outcome.attempts) == (ProcessorStatus.FAILED, 1)
+    assert outcome.error is not None and "TransientProcessorError" in outcome.error
+    assert step.calls == 1 and degraded == [step.name]

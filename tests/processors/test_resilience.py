@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -200,3 +202,18 @@ async def test_no_attempt_starts_past_the_budget():
     with pytest.raises(TransientProcessorError):
         await _run(policy, errors, budget_s=0.5)
     assert len(errors) == 4
+
+
+async def test_no_retry_is_controlled_once_the_budget_is_spent():
+    """After a first failure, a spent budget gets no controller (tenacity would still start
+    one attempt) and no backoff; a budget the backoff uses up gets none either."""
+    sleeps = Recorder()
+    assert await RetryPolicy().after_first_failure(0.0, sleeps) is None
+    assert sleeps.sleeps == []
+
+    async def backoff_past_the_budget(seconds: float) -> None:
+        await asyncio.sleep(0.02)
+
+    assert await RetryPolicy(initial_s=0.001, jitter_s=0).after_first_failure(
+        0.01, backoff_past_the_budget) is None
+    assert await RetryPolicy().after_first_failure(5.0, Recorder()) is not None
