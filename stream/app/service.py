@@ -10,7 +10,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import multiprocessing
+import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -52,6 +57,41 @@ def run_member(settings: Settings) -> None:
     """Run one member process to its end, on the event loop ``settings.event_loop`` names."""
     tune_garbage_collector(settings.gc_young_threshold)
     run_on_loop(run_service(settings), settings.event_loop)
+    exit_past_stuck_steps()
+
+
+# Idle pool workers end within moments of their pool's shutdown; one still running after this
+# runs a step that timed out and never returned.
+_WORKERS_END_S = 1.0
+
+
+def exit_past_stuck_steps(grace_s: float = _WORKERS_END_S) -> None:
+    """After a stop (answers committed, clients closed): if a step that never returned still
+    holds a worker thread, end the worker processes and leave without waiting for it. The
+    interpreter's exit joins every pool thread, so one stuck step would keep the process (and
+    its supervisor) from ever exiting after SIGTERM. Returns when nothing is stuck."""
+    deadline = time.monotonic() + grace_s
+    for thread in _pool_threads():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [thread.name for thread in _pool_threads() if thread.is_alive()]
+    if not stuck:
+        return
+    children = multiprocessing.active_children()
+    log.warning("exiting with %d steps still running (threads %s), %d worker processes "
+                "ended", len(stuck), ", ".join(stuck), len(children))
+    for child in children:
+        child.terminate()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _pool_threads() -> list[threading.Thread]:
+    # Non-daemon threads other than the main one: the pools' workers (and a process pool's
+    # manager thread, which waits for its running calls).
+    return [thread for thread in threading.enumerate()
+            if thread is not threading.main_thread() and not thread.daemon]
 
 
 def run_on_loop(main: Coroutine[Any, Any, T], choice: EventLoopChoice) -> T:

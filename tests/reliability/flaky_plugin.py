@@ -6,6 +6,8 @@ CHATSTREAM_PROCESSOR_PLUGINS (with tests/reliability on PYTHONPATH).
                              past the timeout; ``storm`` fails every call for a few seconds
                              after its 100th call, then recovers (opens, then closes, its breaker).
 ``flaky_plugin:slow``        ``slow`` sleeps a fixed time per call, to slow a worker down.
+``flaky_plugin:stuck``       ``stuck``, a THREAD step whose first call never returns (its
+                             worker thread blocked for good); later calls return at once.
 
 Knobs come from the worker's environment (read once, at the factory call).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,9 +89,31 @@ class Slow:
         return {"slept_s": SLOW_SECONDS}
 
 
+@dataclass
+class Stuck:
+    """A THREAD step whose first call blocks its worker thread for good (a hung driver)."""
+
+    name: str = "stuck"
+    kind: ExecutionKind = ExecutionKind.THREAD
+    stage: Stage = Stage.ANALYSIS
+    timeout_s: float = TIMEOUT_S
+    calls: int = 0
+    never: threading.Event = field(default_factory=threading.Event)
+
+    def process(self, context: ProcessorContext) -> dict[str, Any]:
+        self.calls += 1  # one worker thread at a time reaches the first call
+        if self.calls == 1:
+            self.never.wait()
+        return {"calls": self.calls}
+
+
 def processors(settings: object) -> list[Any]:
     return [Flaky(), Storm()]
 
 
 def slow(settings: object) -> list[Any]:
     return [Slow()]
+
+
+def stuck(settings: object) -> list[Any]:
+    return [Stuck()]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 from workers import (
+    RELIABILITY_DIR,
     STOP_MARGIN_S,
     Figures,
     OutputReader,
@@ -133,3 +134,27 @@ async def test_sigterm_cut_short_by_the_timeout_only_repeats_uncommitted_answers
     assert figures.order_violations == 0
     assert figures.mismatched_response_ids == []
     assert set(figures.duplicated_ids) <= repeatable
+
+
+async def test_sigterm_exits_in_time_while_a_step_is_stuck_in_its_thread(pool_factory):
+    """A THREAD step that never returns timed out long ago and still holds its worker thread:
+    the stop drains and commits as usual, and the process exits 0 in time instead of waiting
+    for that thread at interpreter exit."""
+    pool = await pool_factory(partitions=2)
+    settings = pool.settings
+    worker = pool.spawn("stuck", CHATSTREAM_PROCESSOR_PLUGINS="flaky_plugin:stuck",
+                        PYTHONPATH=str(RELIABILITY_DIR), CHATSTREAM_SHUTDOWN_TIMEOUT_SECONDS="2")
+    await worker.wait_ready()
+    async with OutputReader(settings) as reader:
+        sent = await produce(settings, chat_events(seed=818, count=20, channels=4))
+        await settle(settings, reader, sent)
+        figures = analyse(sent, reader)
+    statuses = [figures.first_answer[e["event_id"]].response["analysis"]["stuck"]["status"]
+                for e in sent.events]
+    code, stop_s = await worker.terminate(timeout_s=30)
+    print(f"\n[stop/stuck step] {figures.line()}; stuck step outcomes "
+          f"{sorted(set(statuses))}; exit {code} in {stop_s:.2f} s")
+    assert figures.lost == [] and statuses.count("timeout") == 1
+    assert code == 0, worker.log_tail()
+    assert stop_s <= 2.0 + STOP_MARGIN_S
+    assert "steps still running" in worker.log_tail()
