@@ -15,16 +15,23 @@ _MISSING = object()
 
 
 class _CountingTTLCache(TTLCache):  # type: ignore[type-arg]
-    """TTLCache that counts LRU evictions (``popitem`` is only called to make room)."""
+    """TTLCache that counts LRU evictions (``popitem`` is only called to make room) and
+    expirations (``expire`` also runs inside every write, not only when called)."""
 
     def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float]) -> None:
         super().__init__(maxsize=maxsize, ttl=ttl, timer=timer)
         self.evictions = 0
+        self.expirations = 0
 
     def popitem(self) -> tuple[Any, Any]:
         item = super().popitem()
         self.evictions += 1
         return item
+
+    def expire(self, time: float | None = None) -> list[tuple[Any, Any]]:
+        expired: list[tuple[Any, Any]] = super().expire(time)
+        self.expirations += len(expired)
+        return expired
 
 
 class ContextCache:
@@ -49,7 +56,6 @@ class ContextCache:
         self._lock = threading.Lock()
         self._hits = 0
         self._misses = 0
-        self._expired = 0
 
     @staticmethod
     def _full_key(scope: tuple[Hashable, ...], key: Hashable) -> tuple[Any, Any]:
@@ -90,15 +96,13 @@ class ContextCache:
     def expire(self) -> int:
         """Remove expired entries now; returns how many were removed."""
         with self._lock:
-            removed = len(self._cache.expire())
-            self._expired += removed
-            return removed
+            return len(self._cache.expire())
 
     def invalidate_scope(self, scope: tuple[Hashable, ...]) -> int:
         """Drop every entry of ``scope`` (O(size)); returns how many live entries were dropped."""
         self._full_key(scope, None)
         with self._lock:
-            self._expired += len(self._cache.expire())
+            self._cache.expire()
             doomed = [k for k in list(self._cache.keys()) if k[0] == scope]
             for full in doomed:
                 self._cache.pop(full, None)
@@ -113,7 +117,7 @@ class ContextCache:
         """size (live entries), max_size, ttl_seconds, hits, misses, hit_ratio, evictions (LRU),
         expired. A low hit_ratio with high evictions says CONTEXT_CACHE_MAX_SIZE is too small."""
         with self._lock:
-            self._expired += len(self._cache.expire())
+            self._cache.expire()
             lookups = self._hits + self._misses
             return {
                 "size": len(self._cache),
@@ -123,7 +127,7 @@ class ContextCache:
                 "misses": self._misses,
                 "hit_ratio": self._hits / lookups if lookups else 0.0,
                 "evictions": self._cache.evictions,
-                "expired": self._expired,
+                "expired": self._cache.expirations,
             }
 
 

@@ -115,8 +115,10 @@ BUILTIN_PROCESSORS = ("emotion", "memory", "thread", "reply")
 
 def default_processors(settings: ProcessorSettings, cache: ContextCache,
                        names: Iterable[str] = BUILTIN_PROCESSORS) -> list[Processor]:
-    """The built-in processors called ``names``, in their fixed order: emotion (process),
-    memory (thread, uses ``cache``), thread (async), reply (async, compose).
+    """The built-in processors called ``names``, in their fixed order: emotion, memory (uses
+    ``cache``), thread (async), reply (async, compose). Emotion and memory declare a process
+    and a thread; ``CHATSTREAM_PROCESSOR_KINDS`` (inline for both by default) decides where
+    they run.
     Raises ``ValueError`` for a name that is not a built-in.
 
     Every step gets CHATSTREAM_PROCESSOR_TIMEOUT_SECONDS, except the reply step with the OpenAI

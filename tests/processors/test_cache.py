@@ -57,6 +57,19 @@ def test_expire_removes_expired_entries_only():
     assert cache.stats()["expired"] == 1
 
 
+def test_entries_expired_by_a_write_are_counted_too():
+    """The TTL cache also drops expired entries on every write: those count as expired (not
+    as evictions), as those ``expire()`` removes do."""
+    timer = FakeTimer()
+    cache = ContextCache(10, 10, timer=timer)
+    cache.put(A, 1, "old")
+    cache.put(B, 1, "old")
+    timer.now = 11
+    cache.put(A, 2, "new")
+    stats = cache.stats()
+    assert (stats["size"], stats["expired"], stats["evictions"]) == (1, 2, 0)
+
+
 def test_lru_eviction_drops_least_recently_used():
     """When full, the least recently *used* entry goes, not the oldest written."""
     cache = ContextCache(2, 60)
