@@ -283,9 +283,10 @@ class ProcessorPipeline:
         started = begun.started if begun is not None else time.perf_counter()
         attempts = _Attempts()
         # What is left of the step's time: a first attempt that failed at once may have used
-        # some of it (an INLINE step's work, an ASYNC step's before its first suspension).
-        deadline = Deadline(processor.timeout_s if begun is None else max(
-            0.0, processor.timeout_s - (time.perf_counter() - started)))
+        # some of it (an INLINE step's work, an ASYNC step's before its first suspension); one
+        # that suspended did so microseconds after it started.
+        deadline = Deadline(max(0.0, processor.timeout_s - (time.perf_counter() - started))
+                            if isinstance(begun, _Failed) else processor.timeout_s)
         status, data, error = ProcessorStatus.OK, {}, None
         try:
             if isinstance(begun, _Suspended):
