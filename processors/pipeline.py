@@ -157,8 +157,12 @@ class ProcessorPipeline:
             # Steps that wait (async, thread, process) side by side; inline ones meanwhile
             # run on the loop one after another anyway, so they get no task of their own.
             gathered = asyncio.gather(*(self._step(p, context, resilient) for p in waiting))
-            found = {p.name: await self._step(p, context, resilient)
-                     for p in self._inline_analysis}
+            try:
+                found = {p.name: await self._step(p, context, resilient)
+                         for p in self._inline_analysis}
+            except BaseException:  # cancelled during an inline step's retry: so are the others
+                gathered.cancel()
+                raise
             found.update(zip((p.name for p in waiting), await gathered, strict=True))
             outcomes = {p.name: found[p.name] for p in analysis_steps}
         else:  # at most one step waits: no gather, no task per step

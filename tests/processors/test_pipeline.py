@@ -549,3 +549,41 @@ async def test_a_first_attempt_that_used_up_the_steps_time_is_not_retried(
     assert (outcome.status, outcome.attempts) == (ProcessorStatus.FAILED, 1)
     assert outcome.error is not None and "TransientProcessorError" in outcome.error
     assert step.calls == 1 and degraded == [step.name]
+
+
+@dataclass
+class Hangs:
+    """An ASYNC step that waits for good; ``cancelled`` is set when its wait is cancelled."""
+
+    name: str = "hangs"
+    kind: ExecutionKind = ExecutionKind.ASYNC
+    stage: Stage = Stage.ANALYSIS
+    timeout_s: float = 30.0
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return {}
+
+
+async def test_cancelling_a_run_during_an_inline_steps_retry_cancels_the_steps_beside_it(
+        build, make_context):
+    """Two waiting steps run side by side while an inline step's retry waits on the loop: a
+    run cancelled then (the engine stopping) cancels them too, instead of leaving them
+    running with nobody to hear of them."""
+    from processors.resilience import RetryPolicy
+
+    first, second = Hangs(name="hangs-1"), Hangs(name="hangs-2")
+    flaky = InlineFlaky(failures_left=1)
+    pipeline = build(first, second, flaky, retry_policy=RetryPolicy(retries=1, initial_s=30))
+    run = asyncio.create_task(pipeline.run(make_context("hi")))
+    await asyncio.sleep(0.05)
+    assert flaky.calls == 1 and not run.done()  # waiting on the retry's backoff
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    await asyncio.wait_for(asyncio.gather(first.cancelled.wait(), second.cancelled.wait()), 5)
