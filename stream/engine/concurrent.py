@@ -89,6 +89,7 @@ class ConcurrentConversationManager:
         self._idle.set()
         self._accepting = True  # False from the start of stop(): submit refuses new events
         self._closed = False  # True once stop() has drained: nothing new starts
+        self._stopped = asyncio.Event()  # set once the first stop() has ended
         self._served = ServedStats(clock())
         self._session_log: SessionLog | None = None
         self._pumping = False
@@ -113,12 +114,20 @@ class ConcurrentConversationManager:
         """Drain within the timeout (shutdown_timeout_seconds by default), then cancel the rest.
 
         Returns within the timeout plus a fraction of a second even when processors are stuck:
-        stuck thread or process work is abandoned, not awaited.
+        stuck thread or process work is abandoned, not awaited. A later call returns once the
+        first has ended.
         """
         if not self._accepting:
+            await self._stopped.wait()
             return
         timeout_s = self._settings.shutdown_timeout_seconds if timeout_s is None else timeout_s
         self._accepting = False
+        try:
+            await self._stop(timeout_s)
+        finally:
+            self._stopped.set()
+
+    async def _stop(self, timeout_s: float) -> None:
         await self.drain(max(0.0, timeout_s - 0.25))  # queued work keeps starting meanwhile
         self._closed = True
         everything = self._scheduler.remove_queued(lambda _: True) + self._waiting.remove(

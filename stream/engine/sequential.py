@@ -58,6 +58,7 @@ class BasicEngine:
         self._idle.set()
         self._served = ServedStats(clock())
         self._accepting = True
+        self._stopped = asyncio.Event()  # set once the first stop() has ended
 
     async def start(self) -> BasicEngine:
         return self
@@ -118,10 +119,19 @@ class BasicEngine:
         return dropped
 
     async def stop(self, timeout_s: float | None = None) -> None:
+        """Drain within the timeout, then fail what is queued; a later call returns once the
+        first has ended."""
         if not self._accepting:
+            await self._stopped.wait()
             return
         self._accepting = False
         timeout_s = self._settings.shutdown_timeout_seconds if timeout_s is None else timeout_s
+        try:
+            await self._stop(timeout_s)
+        finally:
+            self._stopped.set()
+
+    async def _stop(self, timeout_s: float) -> None:
         await self.drain(max(0.0, timeout_s - 0.25))
         self.release_partitions(list(self._queues))  # fail what is still queued
         for task in self._workers.values():

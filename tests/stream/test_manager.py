@@ -240,6 +240,24 @@ async def test_critical_new_session_gets_the_next_free_slot():
     assert processor.started[2:] == [f"n{i}" for i in range(5)]
 
 
+@pytest.mark.parametrize("concurrent", [True, False], ids=["concurrent", "basic"])
+async def test_a_second_stop_returns_only_once_the_first_has_ended(concurrent):
+    """Two callers stopping the engine at once: the second does not return while the first
+    still drains (both find every queued event answered)."""
+    manager = await create_concurrent_conversation_manager(
+        processors=[SleepyProcessor(0.01)], max_in_flight=1,
+        enable_concurrent_manager=concurrent)
+    pending = [asyncio.ensure_future(manager.process_conversation_message(
+        user_id=f"u{i}", channel_id="c", content="hi", bot_id="b")) for i in range(20)]
+    await asyncio.sleep(0)
+    first = asyncio.ensure_future(manager.stop(timeout_s=5.0))
+    await asyncio.sleep(0)
+    await manager.stop(timeout_s=5.0)
+    assert first.done()
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["ResponseEvent"] * 20
+
+
 async def test_stop_still_runs_queued_work_while_it_drains():
     """stop() refuses new events but finishes what was queued within its timeout."""
     processor = SleepyProcessor(0.01)
