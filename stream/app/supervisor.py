@@ -89,9 +89,13 @@ class Supervisor:
         return env
 
     def _start(self, member: _Member) -> None:
+        if self._stopping:  # a stop came first: nothing to start
+            return
         member.process = subprocess.Popen(list(self.command), env=self._member_env(member.index),
                                           preexec_fn=_die_with_parent)
         log.info("member %d started (pid %d)", member.index, member.process.pid)
+        if self._stopping:  # the signal came while it started, before it could be forwarded
+            member.process.send_signal(signal.SIGTERM)
 
     def _forward(self, signum: int, _frame: object) -> None:
         self._stopping = True
@@ -114,7 +118,10 @@ class Supervisor:
                 break
             time.sleep(0.1)
         codes = [m.process.returncode for m in self._members if m.process is not None]
-        return 1 if failed or any(codes) else 0
+        # A member the stop reached before it set up its signal handlers ended by the signal
+        # itself: it had nothing to drain yet.
+        stopped_early = {-signal.SIGTERM, -signal.SIGINT} if self._stopping else set()
+        return 1 if failed or any(code and code not in stopped_early for code in codes) else 0
 
     def _check(self, member: _Member) -> bool:
         """Restart ``member`` if it died unexpectedly; whether it is (or will be) running."""

@@ -89,3 +89,27 @@ def test_each_member_gets_its_own_group_instance_id():
     assert [static._member_env(i)["CHATSTREAM_GROUP_INSTANCE_ID"] for i in range(2)] == [
         "pod-a-0", "pod-a-1"]
     assert "CHATSTREAM_GROUP_INSTANCE_ID" not in Supervisor(2, {})._member_env(1)
+
+
+def test_a_sigterm_while_members_start_stops_them_all(tmp_path):
+    """A SIGTERM that comes while the members are being started (a pod deleted right after it
+    started) reaches every member started, and none starts after it: the supervisor exits."""
+    script = tmp_path / "member.py"
+    script.write_text(MEMBER)
+    env = {"CHATSTREAM_HTTP_PORT": "9200", "PORT_BASE": "9200", "LOG_DIR": str(tmp_path),
+           "FIRST_EXIT": "0"}
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        from stream.app.supervisor import Supervisor
+
+        class SignalledWhileStarting(Supervisor):
+            def _start(self, member):
+                super()._start(member)
+                if member.index == 0:
+                    os.kill(os.getpid(), signal.SIGTERM)
+
+        sys.exit(SignalledWhileStarting(3, {env!r}, [sys.executable, {str(script)!r}]).run())
+    """)
+    supervisor = subprocess.Popen([sys.executable, "-c", code])
+    assert supervisor.wait(timeout=20) == 0
+    assert not (tmp_path / "m1.log").exists() and not (tmp_path / "m2.log").exists()
