@@ -333,6 +333,21 @@ class Settings(BaseSettings):
                 "KAFKA_SECURITY_PROTOCOL=SASL_* needs KAFKA_SASL_MECHANISM, "
                 "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
             )
+        if self.enable_idempotence and self.producer_acks != "all":
+            raise ValueError(
+                "CHATSTREAM_ENABLE_IDEMPOTENCE=true needs CHATSTREAM_PRODUCER_ACKS=all "
+                f"(it is {self.producer_acks})"
+            )
+        topics = {"CHATSTREAM_INBOUND_TOPIC": self.inbound_topic,
+                  "CHATSTREAM_RESPONSE_TOPIC": self.response_topic,
+                  "CHATSTREAM_DLQ_TOPIC": self.dlq_topic,
+                  "CHATSTREAM_CHANGELOG_TOPIC": self.changelog_topic}
+        by_name: dict[str, list[str]] = {}
+        for variable, topic in topics.items():
+            by_name.setdefault(topic, []).append(variable)
+        if shared := [names for names in by_name.values() if len(names) > 1]:
+            # Answers or dead letters written to the inbound topic would be consumed again.
+            raise ValueError(" and ".join(shared[0]) + " name the same topic: each needs its own")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError(
                 "CHATSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS must be lower than "

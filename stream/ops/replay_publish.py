@@ -62,7 +62,10 @@ class _Send:
 async def publish_replays(settings: Settings, replays: Sequence[Replay], *,
                           timeout_s: float = 60.0) -> list[Published]:
     """Publish ``replays`` to the inbound topic and mark the acknowledged ones (see above)."""
-    producer = AIOKafkaProducer(**producer_config(settings, "chatstream-dlq-replay"))
+    # acks=all whatever the members use: a marker says its record was replayed for good (with
+    # acks=0 no send is acknowledged at all, and every record would be replayed on each run).
+    producer = AIOKafkaProducer(**{**producer_config(settings, "chatstream-dlq-replay"),
+                                   "acks": "all"})
     try:
         try:
             await asyncio.wait_for(producer.start(), _CONNECT_TIMEOUT_S)

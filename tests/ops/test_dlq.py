@@ -72,6 +72,17 @@ async def test_replay_republishes_exactly_the_matching_records(settings_for, sel
         assert source.startswith(f"{settings.dlq_topic}/{originals[record.key].partition}/")
 
 
+async def test_replay_waits_for_every_ack_whatever_the_members_acks(settings_for):
+    """With CHATSTREAM_PRODUCER_ACKS=0 for the members, replay still waits for acks=all: the
+    records are acknowledged and marked, so a second run replays nothing."""
+    settings = await _with_letters(lambda **kw: settings_for(producer_acks="0", **kw))
+    first = await replay(settings, Selection(stage="validation"))
+    second = await replay(settings, Selection(stage="validation"))
+    assert first.ok and len(first.replayed) == 2
+    assert second.replayed == [] and len(second.skipped) == 2
+    assert len(await read_to_end(settings, settings.inbound_topic)) == 2
+
+
 async def test_a_second_replay_replays_nothing_unless_forced(settings_for):
     """Markers make a replay idempotent; --force replays the same dead letters again."""
     settings = await _with_letters(settings_for)

@@ -48,6 +48,21 @@ def test_sasl_needs_credentials(monkeypatch):
         load_settings()
 
 
+def test_idempotence_needs_acks_all(monkeypatch):
+    """The producer refuses idempotence with acks 0 or 1: the settings say so up front."""
+    monkeypatch.setenv("CHATSTREAM_ENABLE_IDEMPOTENCE", "true")
+    monkeypatch.setenv("CHATSTREAM_PRODUCER_ACKS", "1")
+    with pytest.raises(SettingsError, match="CHATSTREAM_PRODUCER_ACKS=all"):
+        load_settings()
+
+
+def test_two_roles_cannot_share_a_topic(monkeypatch):
+    """Dead letters (or answers) written to the inbound topic would be consumed again."""
+    monkeypatch.setenv("CHATSTREAM_DLQ_TOPIC", "chat.inbound")
+    with pytest.raises(SettingsError, match="CHATSTREAM_INBOUND_TOPIC and CHATSTREAM_DLQ_TOPIC"):
+        load_settings()
+
+
 def test_secrets_are_hidden_in_repr(monkeypatch):
     """Passwords never show in the settings' repr (and so not in logs)."""
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
