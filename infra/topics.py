@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-__all__ = ["TopicSpec", "create_missing_topics"]
+__all__ = ["TopicCreationRefused", "TopicSpec", "create_missing_topics"]
 
 log = logging.getLogger(__name__)
+
+
+class TopicCreationRefused(RuntimeError):
+    """The broker refused to create some topics (replication above the brokers, no ACL...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +51,21 @@ async def create_missing_topics(client_config: Mapping[str, Any],
             for spec in missing
         ]
         try:
-            await admin.create_topics(new_topics)
+            response = await admin.create_topics(new_topics)
         except TopicAlreadyExistsError:
             log.info("topics were created concurrently by another process")
-        return [spec.name for spec in missing]
+            return [spec.name for spec in missing]
+        # The admin client returns per-topic errors in the response instead of raising them.
+        refused, concurrent = [], set()
+        for topic, code, *message in response.topic_errors:
+            error = for_code(code)
+            if error is TopicAlreadyExistsError:
+                concurrent.add(topic)
+            elif code != 0:
+                detail = message[0] if message and message[0] else error.__name__
+                refused.append(f"{topic}: {error.__name__} ({detail})")
+        if refused:
+            raise TopicCreationRefused("the broker refused to create " + "; ".join(refused))
+        return [spec.name for spec in missing if spec.name not in concurrent]
     finally:
         await admin.close()

@@ -128,11 +128,16 @@ def broker(port: Annotated[int, typer.Option(help="loopback port (0: any free)")
 
 @topics_app.command("ensure")
 def topics_ensure() -> None:
-    """Create the inbound, response and dead-letter topics if they are missing."""
+    """Create the inbound, response, dead-letter and changelog topics if they are missing."""
+    from infra.topics import TopicCreationRefused
     from stream.kafka.topics import ensure_topics, topic_names
 
     settings = _settings()
-    created = asyncio.run(ensure_topics(settings))
+    try:
+        created = asyncio.run(ensure_topics(settings))
+    except TopicCreationRefused as refused:
+        typer.echo(f"chatstream topics ensure: {refused}", err=True)
+        raise typer.Exit(1) from None
     for name in topic_names(settings):
         state = "created" if name in created else "exists"
         typer.echo(f"{name}: {state} ({settings.partitions} partitions when created)")
