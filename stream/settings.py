@@ -32,7 +32,10 @@ def _env(name: str, *aliases: str) -> AliasChoices:
 class Settings(BaseSettings):
     """Every knob of chatstream. Names are the environment variables that set them."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    # No populate_by_name: pydantic-settings would then read each field's bare name from the
+    # environment too (LOG_LEVEL, HTTP_HOST, OPENAI_API_KEY...), which no one documents or
+    # expects. Overrides by field name go through ``load_settings``.
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
     # Kafka connection and topics
     kafka_bootstrap_servers: str = Field(
@@ -413,20 +416,27 @@ _PLACEMENT_FIELDS = ("kafka_bootstrap_servers", "group_id", "inbound_topic", "re
                      "dlq_topic", "changelog_topic", "partitions")
 
 
+def _variable_of(name: str) -> str:
+    """The primary environment variable of the field ``name``."""
+    alias = Settings.model_fields[name].validation_alias
+    assert isinstance(alias, AliasChoices)
+    return str(alias.choices[0])
+
+
 def placement_environment(settings: Settings) -> dict[str, str]:
     """The environment variables (by their primary names) that give a process started with them
     the broker, group and topics of ``settings``."""
-    env = {}
-    for name in _PLACEMENT_FIELDS:
-        alias = Settings.model_fields[name].validation_alias
-        assert isinstance(alias, AliasChoices)
-        env[str(alias.choices[0])] = str(getattr(settings, name))
-    return env
+    return {_variable_of(name): str(getattr(settings, name)) for name in _PLACEMENT_FIELDS}
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment (overrides win); raise SettingsError when invalid."""
+    """Read settings from the environment; ``overrides``, by field name (``max_in_flight=10``),
+    win. Raises SettingsError when a value is invalid, TypeError for an unknown field."""
+    unknown = sorted(set(overrides) - set(Settings.model_fields))
+    if unknown:
+        raise TypeError(f"unknown settings {unknown}: see stream.settings.Settings")
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**{_variable_of(name): value  # type: ignore[arg-type]
+                           for name, value in overrides.items()})
     except ValidationError as exc:
         raise SettingsError(describe_error(exc)) from None

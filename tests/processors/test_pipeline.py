@@ -20,7 +20,7 @@ from processors.reply import ReplyProcessor
 from processors.thread import ThreadProcessor
 from schemas.context import ProcessorContext
 from schemas.events import ProcessorOutcome, ProcessorStatus
-from stream.settings import Settings
+from stream.settings import load_settings
 
 # -- test processors (module level: PROCESS ones are re-imported by spawned workers) ----------
 
@@ -408,7 +408,7 @@ async def test_broken_process_pool_is_replaced_and_retried(make_context, tmp_pat
 
 async def test_from_settings_warms_up_and_close_shuts_pools(make_context):
     """from_settings builds working pools; close() refuses further work without waiting."""
-    settings = Settings(max_worker_processes=1, max_worker_threads=2, processor_retries=0)
+    settings = load_settings(max_worker_processes=1, max_worker_threads=2, processor_retries=0)
     pipeline = ProcessorPipeline.from_settings([WhereAmI(), Boom()], settings)
     pids = await pipeline.warm_up()
     _, outcomes, _ = await pipeline.run(make_context("hi"))

@@ -13,7 +13,7 @@ from processors.pipeline import ProcessorPipeline
 from processors.registry import ProcessorRegistry, default_processors, default_registry
 from processors.responders import OpenAICompatibleResponder, TemplateResponder
 from schemas.context import ProcessorContext
-from stream.settings import Settings
+from stream.settings import load_settings
 
 
 @dataclass
@@ -40,7 +40,7 @@ class WhichThread:
 
 async def test_custom_async_thread_and_process_processors_run(make_context):
     """Registered custom steps of each kind run in their place and their data is in outcomes."""
-    settings = Settings(responder="template", max_worker_processes=1, max_worker_threads=2)
+    settings = load_settings(responder="template", max_worker_processes=1, max_worker_threads=2)
     registry = default_registry(settings, ContextCache())
     for custom in (Shout(), WhichThread(), TextStatsProcessor(timeout_s=10)):
         assert registry.register(custom) is custom
@@ -108,13 +108,13 @@ def test_register_validates_the_contract(candidate, error, match):
 def test_default_processors_and_openai_reply_timeout():
     """Defaults are emotion/memory/thread/reply; the OpenAI reply step gets the HTTP timeout."""
     cache = ContextCache()
-    steps = default_processors(Settings(responder="template", processor_timeout_seconds=1.5), cache)
+    steps = default_processors(load_settings(responder="template", processor_timeout_seconds=1.5), cache)
     assert [(s.name, s.kind) for s in steps] == [
         ("emotion", ExecutionKind.PROCESS), ("memory", ExecutionKind.THREAD),
         ("thread", ExecutionKind.ASYNC), ("reply", ExecutionKind.ASYNC)]
     assert all(s.timeout_s == 1.5 for s in steps)
     assert steps[1].cache is cache
     assert isinstance(steps[3].responder, TemplateResponder)
-    openai = default_processors(Settings(responder="openai", openai_timeout_seconds=8), cache)
+    openai = default_processors(load_settings(responder="openai", openai_timeout_seconds=8), cache)
     assert isinstance(openai[3].responder, OpenAICompatibleResponder)
     assert openai[3].timeout_s == 8.5

@@ -19,7 +19,7 @@ from processors.responders import (
     TemplateResponder,
     responder_from_settings,
 )
-from stream.settings import Settings
+from stream.settings import load_settings
 
 KEY = "sk-test-SECRET-123"
 NEGATIVE = {"emotion": {"label": "negative", "escalating": False}}
@@ -179,9 +179,9 @@ async def test_openai_connection_refused_is_transient(make_context):
 
 def test_responder_from_settings():
     """CHATSTREAM_RESPONDER selects the template or the OpenAI-compatible responder."""
-    assert isinstance(responder_from_settings(Settings(responder="template")), TemplateResponder)
+    assert isinstance(responder_from_settings(load_settings(responder="template")), TemplateResponder)
     chosen = responder_from_settings(
-        Settings(responder="openai", openai_base_url="http://127.0.0.1:9/v1/", openai_api_key=KEY)
+        load_settings(responder="openai", openai_base_url="http://127.0.0.1:9/v1/", openai_api_key=KEY)
     )
     assert isinstance(chosen, OpenAICompatibleResponder)
     assert chosen.url == "http://127.0.0.1:9/v1/chat/completions"

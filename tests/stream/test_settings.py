@@ -100,3 +100,22 @@ def test_placement_environment_starts_a_process_on_the_same_topics():
     fields = ("kafka_bootstrap_servers", "group_id", "inbound_topic", "response_topic",
               "dlq_topic", "changelog_topic", "partitions")
     assert {f: getattr(again, f) for f in fields} == {f: getattr(original, f) for f in fields}
+
+
+def test_bare_field_names_in_the_environment_are_not_settings(monkeypatch):
+    """Only the documented variables set anything: a LOG_LEVEL, HTTP_HOST or OPENAI_API_KEY
+    meant for some other program is not read as CHATSTREAM_LOG_LEVEL and the like (WORKERS=0
+    would be refused if it were read)."""
+    for variable, value in {"LOG_LEVEL": "info", "HTTP_HOST": "0.0.0.0", "WORKERS": "0",
+                            "OPENAI_API_KEY": "not-ours", "GROUP_ID": "other"}.items():
+        monkeypatch.setenv(variable, value)
+    settings = load_settings()
+    assert (settings.log_level, settings.http_host, settings.group_id) == (
+        "INFO", "127.0.0.1", "chatstream")
+    assert settings.openai_api_key is None
+
+
+def test_overrides_are_by_field_name_and_unknown_ones_are_refused():
+    assert load_settings(max_in_flight=7).max_in_flight == 7
+    with pytest.raises(TypeError, match="max_in_fligth"):
+        load_settings(max_in_fligth=7)
