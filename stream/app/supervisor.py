@@ -52,6 +52,9 @@ class _Member:
     backoff_s: float = 0.5
 
 
+_PER_MEMBER = {"CHATSTREAM_WORKERS", "CHATSTREAM_HTTP_PORT", "CHATSTREAM_GROUP_INSTANCE_ID"}
+
+
 @dataclass
 class Supervisor:
     workers: int
@@ -78,14 +81,18 @@ class Supervisor:
                 signal.signal(signum, handler)
 
     def _member_env(self, index: int) -> dict[str, str]:
-        env = dict(self.env)
+        # Variable names are case-insensitive (as the settings read them): the ones set per
+        # member are found in any case and written back in upper case.
+        env = {k: v for k, v in self.env.items() if k.upper() not in _PER_MEMBER}
+        given = {k.upper(): v for k, v in self.env.items() if k.upper() in _PER_MEMBER}
         env["CHATSTREAM_WORKERS"] = "1"
-        port = env.get("CHATSTREAM_HTTP_PORT", "")
-        if port.isdigit() and int(port) > 0:
-            env["CHATSTREAM_HTTP_PORT"] = str(int(port) + index)
+        port = given.get("CHATSTREAM_HTTP_PORT", "")
+        if port:
+            env["CHATSTREAM_HTTP_PORT"] = (str(int(port) + index)
+                                           if port.isdigit() and int(port) > 0 else port)
         # Two members with one instance id would fence each other out of the group.
-        if env.get("CHATSTREAM_GROUP_INSTANCE_ID"):
-            env["CHATSTREAM_GROUP_INSTANCE_ID"] += f"-{index}"
+        if given.get("CHATSTREAM_GROUP_INSTANCE_ID"):
+            env["CHATSTREAM_GROUP_INSTANCE_ID"] = f"{given['CHATSTREAM_GROUP_INSTANCE_ID']}-{index}"
         return env
 
     def _start(self, member: _Member) -> None:

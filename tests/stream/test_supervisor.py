@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -113,3 +114,22 @@ def test_a_sigterm_while_members_start_stops_them_all(tmp_path):
     supervisor = subprocess.Popen([sys.executable, "-c", code])
     assert supervisor.wait(timeout=20) == 0
     assert not (tmp_path / "m1.log").exists() and not (tmp_path / "m2.log").exists()
+
+
+def test_per_member_variables_are_found_in_any_case(monkeypatch):
+    """Settings read variable names in any case; so does the supervisor when it gives each
+    member its own HTTP port and static instance id."""
+    from stream.app.supervisor import Supervisor
+    from stream.settings import load_settings
+
+    supervisor = Supervisor(2, {"chatstream_http_port": "9100",
+                                "Chatstream_Group_Instance_Id": "pod-a", "chatstream_workers": "2"})
+    for index in range(2):
+        for variable in list(os.environ):
+            if variable.upper().startswith("CHATSTREAM_"):
+                monkeypatch.delenv(variable)
+        for variable, value in supervisor._member_env(index).items():
+            monkeypatch.setenv(variable, value)
+        settings = load_settings()
+        assert (settings.http_port, settings.group_instance_id, settings.workers) == (
+            9100 + index, f"pod-a-{index}", 1)
