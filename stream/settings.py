@@ -429,14 +429,24 @@ def placement_environment(settings: Settings) -> dict[str, str]:
     return {_variable_of(name): str(getattr(settings, name)) for name in _PLACEMENT_FIELDS}
 
 
+def _variables() -> set[str]:
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        if isinstance(field.validation_alias, AliasChoices):
+            names.update(str(choice) for choice in field.validation_alias.choices)
+    return names
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment; ``overrides``, by field name (``max_in_flight=10``),
-    win. Raises SettingsError when a value is invalid, TypeError for an unknown field."""
-    unknown = sorted(set(overrides) - set(Settings.model_fields))
+    """Read settings from the environment; ``overrides`` win, by field name
+    (``max_in_flight=10``) or by variable (``CHATSTREAM_MAX_IN_FLIGHT="10"``). Raises
+    SettingsError when a value is invalid, TypeError for a name that is neither."""
+    fields = Settings.model_fields
+    unknown = sorted(set(overrides) - set(fields) - _variables())
     if unknown:
         raise TypeError(f"unknown settings {unknown}: see stream.settings.Settings")
     try:
-        return Settings(**{_variable_of(name): value  # type: ignore[arg-type]
+        return Settings(**{_variable_of(name) if name in fields else name: value  # type: ignore[arg-type]
                            for name, value in overrides.items()})
     except ValidationError as exc:
         raise SettingsError(describe_error(exc)) from None
