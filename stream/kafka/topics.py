@@ -12,8 +12,10 @@ __all__ = ["ensure_topics", "topic_names", "topic_specs"]
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The inbound, response and dead-letter topics, and (when on) the session changelog:
-    compacted, with the inbound topic's partition count, since its partition N holds the
-    sessions of inbound partition N."""
+    compacted, and with as many partitions as the inbound topic gets here, since its partition
+    N holds the sessions of inbound partition N. Both take CHATSTREAM_PARTITIONS: an inbound
+    topic created earlier with another count is not looked up (members refuse to start on a
+    changelog with fewer partitions than it, naming both counts)."""
     specs = [TopicSpec(name, settings.partitions, settings.replication_factor)
              for name in (settings.inbound_topic, settings.response_topic, settings.dlq_topic)]
     if settings.changelog:
