@@ -69,6 +69,11 @@ async def _awaiting(awaitable: Awaitable[Any]) -> Any:
     return await awaitable  # an awaitable that is not a native coroutine, as a coroutine
 
 
+def _time_left(processor: Processor, started: float) -> float:
+    """What is left of ``processor``'s timeout since ``started`` (``time.perf_counter``)."""
+    return max(0.0, processor.timeout_s - (time.perf_counter() - started))
+
+
 def _outcome(status: ProcessorStatus, data: dict[str, Any], error: str | None, attempts: int,
              started: float) -> ProcessorOutcome:
     # Built unvalidated: every field comes from the pipeline, and ``data`` is a JSON-checked
@@ -289,8 +294,8 @@ class ProcessorPipeline:
         # What is left of the step's time: a first attempt that failed at once may have used
         # some of it (an INLINE step's work, an ASYNC step's before its first suspension); one
         # that suspended did so microseconds after it started.
-        deadline = Deadline(max(0.0, processor.timeout_s - (time.perf_counter() - started))
-                            if isinstance(begun, _Failed) else processor.timeout_s)
+        deadline = Deadline(_time_left(processor, started) if isinstance(begun, _Failed)
+                            else processor.timeout_s)
         status, data, error = ProcessorStatus.OK, {}, None
         try:
             if isinstance(begun, _Suspended):
@@ -305,8 +310,7 @@ class ProcessorPipeline:
                     if deadline.expired() or not self._retryable(processor, resilient,
                                                                  attempts, exc):
                         raise
-                    deadline = Deadline(max(0.0, processor.timeout_s
-                                            - (time.perf_counter() - started)))
+                    deadline = Deadline(_time_left(processor, started))
                     data = await within(self._retries(processor, context, attempts, started,
                                                       exc), deadline)
             else:
@@ -359,8 +363,7 @@ class ProcessorPipeline:
         """The attempts after a transient first failure (``first_error``), within what is
         left of the step's timeout since ``started``; none when nothing is left once the
         first backoff is over (``first_error`` is the step's error then)."""
-        budget_s = processor.timeout_s - (time.perf_counter() - started)
-        retrying = await self._retry.after_first_failure(budget_s)
+        retrying = await self._retry.after_first_failure(_time_left(processor, started))
         if retrying is None:
             raise first_error
         async for attempt in retrying:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from enum import StrEnum
 from typing import Literal
@@ -341,13 +342,9 @@ class Settings(BaseSettings):
                 "CHATSTREAM_ENABLE_IDEMPOTENCE=true needs CHATSTREAM_PRODUCER_ACKS=all "
                 f"(it is {self.producer_acks})"
             )
-        topics = {"CHATSTREAM_INBOUND_TOPIC": self.inbound_topic,
-                  "CHATSTREAM_RESPONSE_TOPIC": self.response_topic,
-                  "CHATSTREAM_DLQ_TOPIC": self.dlq_topic,
-                  "CHATSTREAM_CHANGELOG_TOPIC": self.changelog_topic}
         by_name: dict[str, list[str]] = {}
-        for variable, topic in topics.items():
-            by_name.setdefault(topic, []).append(variable)
+        for field in ("inbound_topic", "response_topic", "dlq_topic", "changelog_topic"):
+            by_name.setdefault(getattr(self, field), []).append(_variable_of(field))
         if shared := [names for names in by_name.values() if len(names) > 1]:
             # Answers or dead letters written to the inbound topic would be consumed again.
             raise ValueError(" and ".join(shared[0]) + " name the same topic: each needs its own")
@@ -429,12 +426,14 @@ def placement_environment(settings: Settings) -> dict[str, str]:
     return {_variable_of(name): str(getattr(settings, name)) for name in _PLACEMENT_FIELDS}
 
 
-def _variables() -> set[str]:
+@functools.cache
+def variable_names() -> frozenset[str]:
+    """Every environment variable the settings read (each field's validation aliases)."""
     names: set[str] = set()
     for field in Settings.model_fields.values():
         if isinstance(field.validation_alias, AliasChoices):
             names.update(str(choice) for choice in field.validation_alias.choices)
-    return names
+    return frozenset(names)
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -442,7 +441,7 @@ def load_settings(**overrides: object) -> Settings:
     (``max_in_flight=10``) or by variable (``CHATSTREAM_MAX_IN_FLIGHT="10"``). Raises
     SettingsError when a value is invalid, TypeError for a name that is neither."""
     fields = Settings.model_fields
-    unknown = sorted(set(overrides) - set(fields) - _variables())
+    unknown = sorted(set(overrides) - set(fields) - variable_names())
     if unknown:
         raise TypeError(f"unknown settings {unknown}: see stream.settings.Settings")
     try:

@@ -21,9 +21,9 @@ Rules, in the order they apply:
    whatever slots are left.
 3. On assignment, before any event of a partition is fetched (aiokafka awaits the assignment
    callback first), ``restore`` reads that changelog partition from the start until its
-   position reaches the high watermark of the latest fetch, and keeps the last record per key (tombstones
-   delete): on Apache Kafka compaction keeps the topic small, on the embedded broker (no
-   compaction) the read is longer but the result the same. Bounded by ``timeout_s``; the
+   position reaches the high watermark of the latest fetch, and keeps the last record per key
+   (tombstones delete): on Apache Kafka compaction keeps the topic small, on the embedded
+   broker (no compaction) the read is longer but the result the same. Bounded by ``timeout_s``; the
    sessions of a partition not read to its end by then all start empty (logged): what was
    read of it may be older than what was not.
 """

@@ -44,21 +44,11 @@ def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
 
 # --- settings ---------------------------------------------------------------------------------
 
-@cache
 def setting_env_names() -> frozenset[str]:
     """Every environment variable name Settings reads (the validation aliases of its fields)."""
-    from pydantic import AliasChoices
+    from stream.settings import variable_names
 
-    from stream.settings import Settings
-
-    names: set[str] = set()
-    for field in Settings.model_fields.values():
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            names.update(choice for choice in alias.choices if isinstance(choice, str))
-        elif isinstance(alias, str):
-            names.add(alias)
-    return frozenset(name.upper() for name in names)
+    return variable_names()
 
 
 def setting_default(env_name: str) -> Any:

@@ -40,10 +40,9 @@ class _CountingSink:
     """Counts answers and wakes the feeder on each: a feeder that polled the engine with short
     sleeps would keep the event loop spinning, and its CPU would count as the engine's."""
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self) -> None:
         self.counters = EventCounters()
         self.failed_count = 0
-        self.expected = expected
         self.progress = asyncio.Event()
 
     @property
@@ -67,7 +66,7 @@ class _CountingSink:
 async def measure(count: int) -> dict[str, Any]:
     """Run ``count`` events through a fresh engine; its figures (see the module docstring)."""
     settings = load_settings()
-    sink = _CountingSink(count)
+    sink = _CountingSink()
     engine = build_engine(settings, sink)
     await engine.start()
     events = [decode_event(orjson.dumps(event)) for event in backlog(count, _SESSIONS)]
