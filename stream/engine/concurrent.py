@@ -330,7 +330,10 @@ class ConcurrentConversationManager:
         returned instead, for the caller to run (None when there is none)."""
         now = self._clock()
         self._scheduler.complete(item.session_key, now)
-        self._admit_waiting()
+        # Only a session left with nothing to do frees a slot: while sessions wait, every other
+        # one is busy, and asking the registry would walk them all on every event's end.
+        if self._waiting and self._scheduler.is_idle(item.session_key):
+            self._admit_waiting()
         following = None
         if not self._closed:
             if take_next and (ready := self._scheduler.pop_ready(now)) is not None:

@@ -613,3 +613,31 @@ async def test_an_event_let_go_but_not_begun_at_its_hand_over_is_left_to_the_nex
         assert engine.buffered == 0
     finally:
         await manager.stop()
+
+
+async def test_sessions_waiting_for_a_slot_do_not_make_every_event_walk_the_registry():
+    """While sessions wait for a slot, an event's end that leaves its session busy frees no
+    slot: asking the registry for one would walk every session, on every event's end."""
+    processor = SleepyProcessor(0.0)
+    manager = await _manager(processor, max_concurrent_sessions=20, max_in_flight=20)
+    engine = manager.engine
+    asked = 0
+    is_busy = engine._is_busy
+
+    def counting(key: Any) -> bool:
+        nonlocal asked
+        asked += 1
+        return is_busy(key)
+
+    engine._is_busy = counting
+    events = [manager.process_conversation_message(user_id=f"u{i}", channel_id="c",
+                                                   content=f"m{n}", bot_id="b")
+              for n in range(10) for i in range(40)]  # 40 sessions over 20 slots, 10 events each
+    try:
+        responses = await asyncio.gather(*events)
+    finally:
+        await manager.stop()
+    assert len(responses) == 400
+    # One look per session each time a slot is sought: a walk per event's end would be
+    # 20 sessions for each of the events answered while others wait.
+    assert asked <= 2 * len(responses), asked
