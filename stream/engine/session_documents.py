@@ -15,7 +15,10 @@ Rules:
    stored; processors rebuild them from the restored history on the session's next event.
 2. ``from_records`` keeps the messages numbered ``count - size < n <= count`` of the header's
    ``count``, in order: a slot left from an earlier session of the same key (evicted, then
-   started again) always falls outside that range.
+   started again) always falls outside that range. Of those, only the newest run with no
+   number missing: after the window's size changed within a life, the slots written under
+   the old size lie beside newer ones (older messages the window had let go of, a gap where a
+   newer one overwrote a slot), and a history must not skip messages.
 3. A record of another version or shape is refused (``ValueError``), so a corrupt changelog
    record costs that one session its history, never the member. Version 2 (a header record
    keyed by the session, and message records without a header) and the whole-session
@@ -151,10 +154,15 @@ def from_records(header: Any, messages: Iterable[Any], now: float,
             raise ValueError(f"session record version {header['version']!r} is unknown")
         state = _with_counters(header, now, history_size)
         count = state.message_count
-        kept = sorted((int(m["n"]), m["message"]) for m in messages
-                      if m.get("version") in _SLOT_VERSIONS
-                      and count - history_size < int(m["n"]) <= count)
-        state.recent_messages.extend(_message(m) for _, m in kept)
+        in_window = {int(m["n"]): m["message"] for m in messages
+                     if m.get("version") in _SLOT_VERSIONS
+                     and count - history_size < int(m["n"]) <= count}
+        newest = max(in_window, default=count)
+        first = newest
+        while first - 1 in in_window:
+            first -= 1
+        state.recent_messages.extend(_message(in_window[n]) for n in range(first, newest + 1)
+                                     if n in in_window)
         return state
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a session record: {type(exc).__name__}: {exc}") from None

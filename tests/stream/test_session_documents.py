@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from schemas.events import ChatEvent
@@ -129,6 +129,37 @@ def test_slots_left_by_another_life_of_the_key_never_show(first, second, history
     assert all(m.content.startswith("new") for m in restored.recent_messages)
     topic.drop(later, later_history)
     assert topic.restore(later.session_id, later_history) is None
+
+
+@given(first=st.integers(1, 30), second=st.integers(1, 30), history=st.integers(1, 10),
+       next_history=st.integers(1, 10), last_history=st.integers(1, 10))
+@example(first=12, second=5, history=10, next_history=5, last_history=10)  # shrunk, then grown
+@example(first=20, second=1, history=5, next_history=10, last_history=10)  # grown
+def test_a_window_resized_within_a_life_restores_its_newest_messages_without_gaps(
+        first, second, history, next_history, last_history):
+    """The window's size changed between two members (a rolling deploy), within one life:
+    slots written under the old size lie beside newer ones. Restored, the window is the
+    newest messages in order, with none missing between them and none the window had
+    already let go of."""
+    topic = ChangelogTopic()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    state = SessionState.new(("b", "c", "u"), 0.0, history)
+    contents = [f"m{i}" for i in range(first + second)]
+    _record_all(state, contents[:first], [], topic, start)
+    resumed = topic.restore(state.session_id, next_history)
+    assert resumed is not None
+    for i, content in enumerate(contents[first:], start=first):
+        resumed.record(_event(content, f"e{i}", start + timedelta(seconds=i)),
+                       thread_id="t", new_thread=False, emotion=None, now=float(i))
+        topic.write(resumed)
+    restored = topic.restore(state.session_id, last_history)
+    assert restored is not None and restored.message_count == first + second
+    kept = [m.content for m in restored.recent_messages]
+    live = [m.content for m in resumed.recent_messages]
+    assert 1 <= len(kept) <= last_history
+    assert kept == contents[len(contents) - len(kept):]  # the newest, contiguous
+    if last_history <= next_history:
+        assert kept == live[len(live) - len(kept):]
 
 
 def test_a_slot_that_is_not_a_json_object_is_skipped_not_fatal():
