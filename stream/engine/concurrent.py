@@ -353,12 +353,13 @@ class ConcurrentConversationManager:
 
     def restore_sessions(self, states: Iterable[SessionState], partition: Hashable) -> int:
         """Install sessions restored from the changelog for ``partition`` before any of its
-        events is admitted; a session already live is kept. Returns how many were installed."""
+        events is admitted, into free session slots, in the order given; a session already
+        live is kept. Returns how many were installed."""
         now = self._clock()
         installed = 0
         for state in states:
             state.partition = partition
-            installed += self._sessions.restore(state, now, self._is_busy)
+            installed += self._sessions.restore(state, now)
         return installed
 
     def release_partitions(self, partitions: Collection[Hashable]) -> list[WorkItem]:

@@ -183,13 +183,12 @@ class SessionRegistry:
         self._mark_seen(state, now)
         return state
 
-    def restore(self, state: SessionState, now: float, is_busy: IsBusy) -> bool:
-        """Install a session restored from the changelog, unless one with its key is already
-        live (the live one is newer). On a full registry it evicts as ``get_or_create`` does;
-        False when it could not be installed."""
-        if state.key in self._states:
-            return False
-        if len(self._states) >= self._max and not self._evict_one(is_busy):
+    def restore(self, state: SessionState, now: float) -> bool:
+        """Install a session restored from the changelog into a free slot, unless one with its
+        key is already live (the live one is newer); False when it was not installed. It never
+        evicts: ending a session for good tombstones its changelog state, and a restore must
+        not cost the member's other conversations theirs (nor one it installed itself)."""
+        if state.key in self._states or len(self._states) >= self._max:
             return False
         self._states[state.key] = state
         self._channels[(state.bot_id, state.channel_id)] += 1

@@ -25,7 +25,9 @@ Rules, in the order they apply:
    (tombstones delete): on Apache Kafka compaction keeps the topic small, on the embedded
    broker (no compaction) the read is longer but the result the same. Bounded by ``timeout_s``; the
    sessions of a partition not read to its end by then all start empty (logged): what was
-   read of it may be older than what was not.
+   read of it may be older than what was not. Sessions are installed into free session slots,
+   the most recently written first; a restore evicts nothing (eviction tombstones), so those
+   that find no slot start empty (logged).
 """
 
 from __future__ import annotations
@@ -147,7 +149,13 @@ class Changelog:
                 log.warning("changelog of %s[%d] not read to its end within %.1f s: its "
                             "sessions start empty", tp.topic, tp.partition, timeout_s)
                 continue
-            installed += engine.restore_sessions(self._states(restored.documents), tp)
+            states = self._states(restored.documents)
+            installed_here = engine.restore_sessions(states, tp)
+            if installed_here < len(states):
+                log.warning("%d sessions of %s[%d] not restored: live here already, or no free "
+                            "session slot (CHATSTREAM_MAX_CONCURRENT_SESSIONS); they start empty",
+                            len(states) - installed_here, tp.topic, tp.partition)
+            installed += installed_here
         elapsed = time.monotonic() - started
         self._counters.sessions_restored += installed
         self._counters.restore_seconds += elapsed
@@ -231,9 +239,9 @@ async def _read_to_end(consumer: AIOKafkaConsumer, topic: str, found: dict[int, 
             document = restorable(own, written)
             if document is not None:
                 documents.append(document)
-        # Oldest header first: when the registry cannot hold them all, the sessions written
-        # most recently are installed last and stay.
-        documents.sort(key=lambda document: document[0])
+        # Newest header first: when the free session slots cannot hold them all, the sessions
+        # written most recently get them.
+        documents.sort(key=lambda document: document[0], reverse=True)
         found[partition].documents.extend((header, messages) for _, header, messages in documents)
 
 

@@ -219,6 +219,18 @@ def test_a_restored_session_never_replaces_a_live_one():
     registry, _ = _registry()
     live = registry.get_or_create(("b", "c"), 0.0, lambda _k: False)
     stale = SessionState.new(("b", "c"), 0.0, 5)
-    assert not registry.restore(stale, 1.0, lambda _k: False)
+    assert not registry.restore(stale, 1.0)
     assert registry.get(("b", "c")) is live
-    assert registry.restore(SessionState.new(("b", "d"), 0.0, 5), 1.0, lambda _k: False)
+    assert registry.restore(SessionState.new(("b", "d"), 0.0, 5), 1.0)
+
+
+def test_a_restore_into_a_full_registry_ends_no_session():
+    """Restored sessions take free slots only: a full registry keeps its sessions (idle ones
+    too, which an eviction would tombstone), and a restore never displaces one it installed."""
+    registry, dropped = _registry(max_sessions=3)
+    registry.get_or_create(("b", "live"), 0.0, lambda _k: False)
+    restored = [SessionState.new(("b", f"r{i}"), 0.0, 5) for i in range(4)]
+    installed = [registry.restore(state, 1.0) for state in restored]
+    assert installed == [True, True, False, False]
+    assert dropped == []
+    assert set(registry.keys()) == {("b", "live"), ("b", "r0"), ("b", "r1")}
