@@ -33,6 +33,8 @@ P = TypeVar("P", bound=Processor)
 
 def validate_processor(processor: object) -> None:
     """Raise ``TypeError``/``ValueError`` naming what breaks the ``Processor`` contract."""
+    if isinstance(processor, type):  # its attributes pass, but process() lacks its self
+        raise TypeError(f"{processor.__name__} is a class, not a Processor: pass an instance")
     if not isinstance(processor, Processor):
         raise TypeError(
             f"{type(processor).__name__} is not a Processor: it needs name, kind, stage, "

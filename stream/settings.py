@@ -296,10 +296,10 @@ class Settings(BaseSettings):
         description="group members `chatstream run` starts under one supervisor",
     )
     processor_kinds: str = Field(
-        "emotion=inline,memory=inline", validation_alias=_env("CHATSTREAM_PROCESSOR_KINDS"),
-        description="where steps run, name=inline|thread|process comma-separated; inline "
-        "steps run on the event loop (VADER and the memory index take microseconds, a pool "
-        "hop hundreds); unnamed steps keep their own kind",
+        "", validation_alias=_env("CHATSTREAM_PROCESSOR_KINDS"),
+        description="moves steps, name=inline|thread|process comma-separated; unnamed, the "
+        "built-in emotion and memory run inline, on the event loop (VADER and the memory "
+        "index take microseconds, a pool hop hundreds), every other step in its own kind",
     )
     builtin_processors: str = Field(
         "emotion,memory,thread,reply", validation_alias=_env("CHATSTREAM_PROCESSORS"),

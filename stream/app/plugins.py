@@ -10,6 +10,7 @@ import importlib
 from collections.abc import Iterable
 
 from processors.base import Processor
+from processors.registry import validate_processor
 from stream.settings import Settings, SettingsError
 
 
@@ -20,7 +21,9 @@ def load_plugin_processors(settings: Settings) -> list[Processor]:
         module_name, _, attribute = spec.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attribute or "processors")
-            made: Iterable[Processor] = factory(settings)
+            made: Iterable[Processor] = list(factory(settings))
+            for processor in made:  # a mistake named here, not on the first event
+                validate_processor(processor)
             found.extend(made)
         except Exception as exc:
             raise SettingsError(

@@ -35,22 +35,43 @@ def build_pipeline(settings: Settings, processors: Sequence[Processor] | None = 
     return pipeline, cache
 
 
+# Where the built-ins run unless CHATSTREAM_PROCESSOR_KINDS moves them: VADER and the memory
+# index take microseconds, a pool hop hundreds. A plugin replacing one keeps its own kind.
+_BUILT_IN_KINDS = {"emotion": ExecutionKind.INLINE, "memory": ExecutionKind.INLINE}
+
+
 def selected_processors(settings: Settings, cache: ContextCache) -> list[Processor]:
     """The built-ins named by CHATSTREAM_PROCESSORS, then the plugins' processors; a plugin
     processor named like a built-in takes its place; CHATSTREAM_PROCESSOR_KINDS may move a
-    step between the loop and the pools. Raises ``SettingsError`` for an unknown built-in name
-    or a kind that does not fit the step."""
+    step between the loop and the pools. Raises ``SettingsError`` for an unknown built-in name,
+    a plugin processor that breaks the contract or repeats a name, and a kinds entry that
+    names no step or a kind that does not fit the step."""
     names = [name.strip() for name in settings.builtin_processors.split(",") if name.strip()]
     try:
         builtins = default_processors(settings, cache, names)
     except ValueError as exc:
         raise SettingsError(f"invalid CHATSTREAM_PROCESSORS: {exc}") from None
     plugins = load_plugin_processors(settings)
-    replaced = {plugin.name for plugin in plugins}
+    replacing = {plugin.name: plugin for plugin in plugins}
+    if len(replacing) < len(plugins):
+        repeated = sorted({p.name for p in plugins if sum(q.name == p.name for q in plugins) > 1})
+        raise SettingsError(f"invalid CHATSTREAM_PROCESSOR_PLUGINS: more than one processor "
+                            f"named {', '.join(map(repr, repeated))}")
+    chosen = [replacing.pop(b.name) if b.name in replacing
+              else _with_kind(b, _BUILT_IN_KINDS.get(b.name)) for b in builtins]
+    chosen += replacing.values()  # in a replaced built-in's place, or after them all
     kinds = _kinds(settings.processor_kinds)
+    unknown = sorted(set(kinds) - {p.name for p in chosen})
+    if unknown:
+        raise SettingsError(
+            f"CHATSTREAM_PROCESSOR_KINDS names {', '.join(map(repr, unknown))}, which do not "
+            f"run here; the steps are: {', '.join(p.name for p in chosen) or 'none'}")
     registry = ProcessorRegistry()
-    for processor in [p for p in builtins if p.name not in replaced] + plugins:
-        registry.register(_with_kind(processor, kinds.get(processor.name)))
+    for processor in chosen:
+        try:
+            registry.register(_with_kind(processor, kinds.get(processor.name)))
+        except (TypeError, ValueError) as exc:  # a pool the step cannot be sent to, mostly
+            raise SettingsError(f"CHATSTREAM_PROCESSOR_KINDS: {exc}") from None
     return registry.processors()
 
 

@@ -77,3 +77,48 @@ def test_a_kind_that_cannot_fit_is_a_configuration_error(setting):
     kinds are refused, each naming the setting."""
     with pytest.raises(SettingsError, match="CHATSTREAM_PROCESSOR_KINDS"):
         kinds(processor_kinds=setting)
+
+
+def test_a_plugin_replacing_an_inline_built_in_keeps_its_own_kind_and_place():
+    """Emotion and memory run inline only as the built-ins: a blocking plugin 'memory' stays
+    in the thread pool, an async plugin 'emotion' stays a coroutine, each in its built-in's
+    place in the order."""
+    cache = ContextCache(max_size=10, ttl_seconds=60)
+    chosen = selected_processors(load_settings(processor_plugins="kinds_plugin:replacements"),
+                                 cache)
+    assert [(p.name, p.kind.value, type(p).__name__) for p in chosen] == [
+        ("emotion", "async", "AsyncEmotion"), ("memory", "thread", "BlockingMemory"),
+        ("thread", "async", "ThreadProcessor"), ("reply", "async", "ReplyProcessor")]
+
+
+def test_naming_one_step_leaves_the_others_where_they_were():
+    """The README's example moves emotion to the process pool; memory stays inline."""
+    assert kinds(processor_kinds="emotion=process") == {
+        "emotion": "process", "memory": "inline", "thread": "async", "reply": "async"}
+
+
+@pytest.mark.parametrize(("setting", "named"), [
+    ("emotoin=process", "'emotoin'"),
+    ("memory=thread", "'memory'"),  # not running: only reply is chosen
+])
+def test_a_kinds_entry_for_no_running_step_is_refused(setting, named):
+    """A misspelt or absent step name fails at start-up, listing the steps that run."""
+    builtin = "reply" if setting.startswith("memory") else "emotion,memory,thread,reply"
+    with pytest.raises(SettingsError, match=rf"CHATSTREAM_PROCESSOR_KINDS names {named}.*reply"):
+        kinds(processor_kinds=setting, builtin_processors=builtin)
+
+
+def test_a_step_that_cannot_go_to_the_process_pool_is_a_configuration_error():
+    """The memory step holds a lock and a cache: it cannot be sent to a process."""
+    with pytest.raises(SettingsError, match=r"CHATSTREAM_PROCESSOR_KINDS: memory.*picklable"):
+        kinds(processor_kinds="memory=process")
+
+
+@pytest.mark.parametrize(("factory", "says"), [
+    ("not_processors", "is not a Processor"),
+    ("a_class", "BlockingMemory is a class, not a Processor: pass an instance"),
+    ("twice", "more than one processor named 'emotion'"),
+])
+def test_a_plugin_mistake_is_a_configuration_error_naming_it(factory, says):
+    with pytest.raises(SettingsError, match=rf"CHATSTREAM_PROCESSOR_PLUGINS.*({says})"):
+        names(processor_plugins=f"kinds_plugin:{factory}")
