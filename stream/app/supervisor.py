@@ -27,6 +27,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import Field, TypeAdapter
+
+from stream.settings import SettingsError
 
 __all__ = ["Supervisor", "member_command"]
 
@@ -52,6 +57,7 @@ class _Member:
     backoff_s: float = 0.5
 
 
+_PORT = TypeAdapter(Annotated[int, Field(ge=0, le=65535)])
 _PER_MEMBER = {"CHATSTREAM_WORKERS", "CHATSTREAM_HTTP_PORT", "CHATSTREAM_GROUP_INSTANCE_ID"}
 
 
@@ -72,6 +78,7 @@ class Supervisor:
         previous = {signum: signal.signal(signum, self._forward)
                     for signum in (signal.SIGTERM, signal.SIGINT)}
         try:
+            self._http_port()  # a port range that cannot fit fails before any member starts
             self._members = [_Member(i) for i in range(self.workers)]
             for member in self._members:
                 self._start(member)
@@ -86,14 +93,24 @@ class Supervisor:
         env = {k: v for k, v in self.env.items() if k.upper() not in _PER_MEMBER}
         given = {k.upper(): v for k, v in self.env.items() if k.upper() in _PER_MEMBER}
         env["CHATSTREAM_WORKERS"] = "1"
-        port = given.get("CHATSTREAM_HTTP_PORT", "")
-        if port:
-            env["CHATSTREAM_HTTP_PORT"] = (str(int(port) + index)
-                                           if port.isdigit() and int(port) > 0 else port)
+        port = self._http_port()
+        if port is not None:
+            env["CHATSTREAM_HTTP_PORT"] = str(port + index if port > 0 else 0)
         # Two members with one instance id would fence each other out of the group.
         if given.get("CHATSTREAM_GROUP_INSTANCE_ID"):
             env["CHATSTREAM_GROUP_INSTANCE_ID"] = f"{given['CHATSTREAM_GROUP_INSTANCE_ID']}-{index}"
         return env
+
+    def _http_port(self) -> int | None:
+        """The first member's port, read as the settings read it (``" 8080"`` is 8080)."""
+        given = next((v for k, v in self.env.items() if k.upper() == "CHATSTREAM_HTTP_PORT"), "")
+        if not given.strip():
+            return None
+        port = _PORT.validate_python(given)
+        if port > 0 and port + self.workers - 1 > 65535:
+            raise SettingsError(f"CHATSTREAM_HTTP_PORT={port}: {self.workers} members need "
+                                f"ports up to {port + self.workers - 1}, above 65535")
+        return port
 
     def _start(self, member: _Member) -> None:
         if self._stopping:  # a stop came first: nothing to start

@@ -10,6 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 # A stand-in member: records its start (and the HTTP port it was given) in the log of its index,
 # exits with FIRST_EXIT on its first start (always, when ALWAYS_FAIL is set), otherwise runs
 # until SIGTERM and exits 0.
@@ -133,3 +135,24 @@ def test_per_member_variables_are_found_in_any_case(monkeypatch):
         settings = load_settings()
         assert (settings.http_port, settings.group_instance_id, settings.workers) == (
             9100 + index, f"pod-a-{index}", 1)
+
+
+@pytest.mark.parametrize("given", [" 8080", "+8080", "8080\n", "8_080"])
+def test_each_member_gets_its_own_port_however_the_setting_is_spelt(given):
+    """Whatever the settings read as port P (padding from a secret file, a sign), member i
+    serves on P + i: members sharing a port would die binding it, one after another."""
+    from stream.app.supervisor import Supervisor
+
+    supervisor = Supervisor(3, {"CHATSTREAM_HTTP_PORT": given})
+    assert [supervisor._member_env(i)["CHATSTREAM_HTTP_PORT"] for i in range(3)] == [
+        "8080", "8081", "8082"]
+
+
+def test_ports_past_the_last_one_are_refused_before_any_member_starts():
+    from stream.app.supervisor import Supervisor
+    from stream.settings import SettingsError
+
+    supervisor = Supervisor(3, {"CHATSTREAM_HTTP_PORT": "65534"}, ["false"])
+    with pytest.raises(SettingsError, match="65536"):
+        supervisor.run()
+    assert supervisor._members == []
