@@ -10,6 +10,7 @@ from typing import Any
 
 from processors.base import Processor
 from schemas.events import ChatEvent, MessageType, Priority, ResponseEvent
+from schemas.limits import InputLimits
 from stream.app.wiring import build_engine
 from stream.engine.concurrent import ConcurrentConversationManager
 from stream.engine.sequential import BasicEngine
@@ -25,21 +26,24 @@ class ConversationManagerAPI:
     earlier messages are processed, and while the engine is at its in-flight limit).
     """
 
-    def __init__(self, engine: ConcurrentConversationManager | BasicEngine) -> None:
+    def __init__(self, engine: ConcurrentConversationManager | BasicEngine,
+                 limits: InputLimits | None = None) -> None:
         self.engine = engine
+        self._limits = limits or InputLimits()  # the settings' limits, as on the inbound topic
 
     async def process_conversation_message(
         self, *, user_id: str, channel_id: str, content: str, bot_id: str = "default-bot",
         priority: Priority | str | None = None, metadata: Mapping[str, Any] | None = None,
         message_type: MessageType | str = MessageType.MESSAGE, event_id: str | None = None,
     ) -> ResponseEvent:
-        event = ChatEvent(
-            event_id=event_id or str(uuid.uuid4()), bot_id=bot_id, channel_id=channel_id,
-            user_id=user_id, content=content, timestamp=datetime.now(UTC),
-            priority=Priority(priority) if priority is not None else None,
-            message_type=MessageType(message_type),
-            metadata=dict(metadata) if metadata is not None else None,
-        )
+        event = ChatEvent.model_validate({
+            "event_id": event_id or str(uuid.uuid4()), "bot_id": bot_id,
+            "channel_id": channel_id, "user_id": user_id, "content": content,
+            "timestamp": datetime.now(UTC),
+            "priority": Priority(priority) if priority is not None else None,
+            "message_type": MessageType(message_type),
+            "metadata": dict(metadata) if metadata is not None else None,
+        }, context=self._limits)
         waiter: asyncio.Future[ResponseEvent] = asyncio.get_running_loop().create_future()
         self.engine.submit(event, waiter=waiter)
         return await waiter
@@ -56,6 +60,7 @@ async def create_concurrent_conversation_manager(
 ) -> ConversationManagerAPI:
     """A started manager. Keyword arguments override settings by field name (see Settings),
     e.g. ``max_concurrent_sessions=100``; ``processors`` replaces the default processors."""
-    engine = build_engine(load_settings(**settings), processors=processors)
+    chosen = load_settings(**settings)
+    engine = build_engine(chosen, processors=processors)
     await engine.start()
-    return ConversationManagerAPI(engine)
+    return ConversationManagerAPI(engine, chosen.input_limits)

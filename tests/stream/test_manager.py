@@ -641,3 +641,21 @@ async def test_sessions_waiting_for_a_slot_do_not_make_every_event_walk_the_regi
     # One look per session each time a slot is sought: a walk per event's end would be
     # 20 sessions for each of the events answered while others wait.
     assert asked <= 2 * len(responses), asked
+
+
+async def test_the_python_api_applies_the_configured_input_limits():
+    """The limits set for the inbound topic hold for the Python API too, both ways."""
+    import pydantic
+
+    roomy = await _manager(SleepyProcessor(0.0), max_content_chars=10_000)
+    strict = await _manager(SleepyProcessor(0.0), max_content_chars=10)
+    try:
+        answered = await roomy.process_conversation_message(user_id="u", channel_id="c",
+                                                            content="x" * 5_000)
+        assert answered.analysis["sleepy"].status == "ok"
+        with pytest.raises(pydantic.ValidationError, match="the limit is 10"):
+            await strict.process_conversation_message(user_id="u", channel_id="c",
+                                                      content="x" * 3_000)
+    finally:
+        await roomy.stop()
+        await strict.stop()
