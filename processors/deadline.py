@@ -67,14 +67,16 @@ class Deadline:
 
     def enter(self) -> None:
         """Arm: the step waits from now (``Bound``)."""
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("a deadline must be awaited inside a task")
         self._state = _WAITING
         # Run eagerly on a caller's stack, the step goes on in a task of its own: the deadline
-        # cancels that task, never the caller (which may be a consumer's loop).
+        # cancels that task, never the caller (which may be a consumer's loop, or a callback
+        # outside any task).
         if bind_to_own_task(self._bind_then_arm):
             return
+        task = asyncio.current_task()
+        if task is None:
+            self._state = _UNARMED
+            raise RuntimeError("a deadline must be awaited inside a task")
         self._bind(task)
         _watch_of(task.get_loop()).add(self)
 

@@ -260,3 +260,22 @@ def test_a_deadline_due_before_an_eager_runs_task_begins_still_times_the_step_ou
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         assert runner.run(main()) == "timed out"
+
+
+async def test_a_step_run_eagerly_from_a_callback_outside_any_task_gets_its_deadline():
+    """An eager run started by a loop callback (a done callback that starts the next event)
+    has no current task: the step that suspends still waits under its deadline, in the task
+    that goes on with it."""
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future[asyncio.Task[Any] | None] = loop.create_future()
+
+    async def answer() -> str:
+        try:
+            return await within(sleeps(5), Deadline(0.05))
+        except TimeoutError:
+            return "timed out"
+
+    loop.call_soon(lambda: started.set_result(start_eagerly(answer())))
+    task = await asyncio.wait_for(started, 5)
+    assert task is not None
+    assert await asyncio.wait_for(task, 5) == "timed out"
