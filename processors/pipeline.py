@@ -167,6 +167,8 @@ class ProcessorPipeline:
                          for p in self._inline_analysis}
             except BaseException:  # cancelled during an inline step's retry: so are the others
                 gathered.cancel()
+                # No one awaits it now: what it ends with is read here, or asyncio logs it.
+                gathered.add_done_callback(_read_outcome)
                 raise
             found.update(zip((p.name for p in waiting), await gathered, strict=True))
             outcomes = {p.name: found[p.name] for p in analysis_steps}
@@ -463,3 +465,8 @@ __all__ = [
     "describe_error",
     "spawn_process_pool",
 ]
+
+
+def _read_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

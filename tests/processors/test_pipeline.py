@@ -587,3 +587,49 @@ async def test_cancelling_a_run_during_an_inline_steps_retry_cancels_the_steps_b
     with pytest.raises(asyncio.CancelledError):
         await run
     await asyncio.wait_for(asyncio.gather(first.cancelled.wait(), second.cancelled.wait()), 5)
+
+
+@dataclass
+class FinishesDespiteCancellation:
+    """An ASYNC step that ends with a value even when cancelled (it swallows the cancel)."""
+
+    name: str = "stubborn"
+    kind: ExecutionKind = ExecutionKind.ASYNC
+    stage: Stage = Stage.ANALYSIS
+    timeout_s: float = 30.0
+
+    async def process(self, context: ProcessorContext) -> dict[str, Any]:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass
+        return {}
+
+
+async def test_the_steps_cancelled_beside_an_inline_retry_leave_nothing_unread(
+        build, make_context):
+    """Cancelled with the run, the gathered steps end while no one awaits them: how they ended
+    is read, so asyncio reports no exception that was never retrieved."""
+    import gc
+
+    from processors.resilience import RetryPolicy
+
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+    try:
+        flaky = InlineFlaky(failures_left=1)
+        pipeline = build(Hangs(), FinishesDespiteCancellation(), flaky,
+                         retry_policy=RetryPolicy(retries=1, initial_s=30))
+        run = asyncio.create_task(pipeline.run(make_context("hi")))
+        await asyncio.sleep(0.05)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        for _ in range(3):  # the gathered steps end on the next turns of the loop
+            await asyncio.sleep(0)
+        del run
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert not [m for m in reported if "never retrieved" in m], reported
