@@ -12,16 +12,16 @@ class StatsUnavailable(RuntimeError):
 
 
 def fetch_stats(base_url: str, timeout_s: float = 5.0) -> dict[str, Any]:
-    url = base_url.rstrip("/") + "/stats"
     """The /stats document of the member at ``base_url``.
 
-    Raises ``StatsUnavailable`` (one line of text) when nothing answers, the answer is an HTTP
-    error, or it is not a JSON object."""
+    Raises ``StatsUnavailable`` (one line of text) when the address is not a URL, nothing
+    answers, the answer is an HTTP error, or it is not a JSON object."""
+    url = base_url.rstrip("/") + "/stats"
     try:
         response = httpx.get(url, timeout=timeout_s)
         response.raise_for_status()
         data = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise StatsUnavailable(f"cannot read {url}: {reason}") from None
     if not isinstance(data, dict):

@@ -160,3 +160,11 @@ def test_stats_command_fails_clearly_when_nothing_listens():
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"chatstream stats: cannot read http://127.0.0.1:{port}/stats")
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999"])
+def test_stats_command_fails_clearly_on_an_address_that_is_not_a_url(url):
+    result = CliRunner().invoke(app, ["stats", "--url", url])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("chatstream stats: cannot read")
