@@ -31,7 +31,11 @@ class JsonFormatter(logging.Formatter):
             document["trace_id"], document["span_id"] = ids
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(document).decode()
+        try:
+            return orjson.dumps(document).decode()
+        except orjson.JSONEncodeError:  # a lone surrogate (text from a bad record): escape it
+            return orjson.dumps({k: v.encode("utf-8", "backslashreplace").decode()
+                                 for k, v in document.items()}).decode()
 
 
 class TextFormatter(logging.Formatter):

@@ -32,3 +32,14 @@ def test_json_logs_are_one_object_per_line_with_trace_ids(memory_spans, restore_
     assert documents[0]["level"] == "INFO" and documents[0]["logger"] == "chatstream.test"
     assert "ValueError: two\nlines" in documents[1]["exception"]
     assert "trace_id" not in documents[2]
+
+
+def test_a_message_with_a_lone_surrogate_is_logged_escaped_not_lost(restore_logging, capsys):
+    """Text that cannot be UTF-8 (a lone surrogate, from a record's bad bytes) still makes its
+    line, with the surrogate escaped, instead of a logging error."""
+    configure_logging("json", "INFO")
+    logging.getLogger("chatstream.test").warning("content %s", "bad \ud800 text")
+    err = capsys.readouterr().err
+    assert "Logging error" not in err
+    (document,) = [orjson.loads(line) for line in err.splitlines()]
+    assert document["message"] == "content bad \\ud800 text"
