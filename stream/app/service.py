@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 
 from infra.logs import configure_logging
-from infra.telemetry import configure_tracing
+from infra.telemetry import TelemetryConfigError, configure_tracing
 from stream.app.wiring import build_engine
 from stream.kafka.member import StreamRunner
 from stream.observability.metrics import LatencyMetrics
-from stream.settings import EventLoopChoice, Settings
+from stream.settings import EventLoopChoice, Settings, SettingsError
 
 __all__ = ["Service", "install_stop_signals", "loop_factory", "run_member", "run_on_loop",
            "run_service", "tune_garbage_collector"]
@@ -140,7 +140,10 @@ class Service:
         """Run until ``stop`` is set (by a signal when not given); return the finished runner."""
         settings, runner = self.settings, self.runner
         configure_logging(settings.log_format, settings.log_level)
-        provider = configure_tracing()
+        try:
+            provider = configure_tracing()
+        except TelemetryConfigError as exc:  # exits 2 with one line, as a bad setting does
+            raise SettingsError(str(exc)) from None
         if stop is None:
             stop = asyncio.Event()
             install_stop_signals(stop)
