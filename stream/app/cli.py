@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import orjson
 import typer
@@ -81,13 +82,28 @@ def send(
     timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 30.0,
 ) -> None:
     """Publish one chat event as a bot would."""
+    from aiokafka.errors import KafkaError
+
+    from schemas.codec import DecodeError
+    from stream.botkit.replies import DeadLettered
     from stream.botkit.send import send_one
 
-    response = asyncio.run(send_one(
-        _settings(), bot=bot, channel=channel, user=user, text=text,
-        priority=priority.value if priority else None, message_type=message_type.value,
-        wait=wait, timeout_s=timeout,
-    ))
+    settings = _settings()
+    _quiet_client_logs()
+    try:
+        response = asyncio.run(send_one(
+            settings, bot=bot, channel=channel, user=user, text=text,
+            priority=priority.value if priority else None, message_type=message_type.value,
+            wait=wait, timeout_s=timeout,
+        ))
+    except DecodeError as refused:
+        _fail("send", f"not published, chatstream would dead-letter it: {refused}", code=2)
+    except DeadLettered as dead:
+        _fail("send", str(dead))
+    except TimeoutError:
+        _fail("send", f"published, but no response within {timeout:g} s")
+    except (KafkaError, OSError) as exc:
+        _fail("send", _unreachable(settings, exc))
     if response is not None:
         typer.echo(orjson.dumps(response, option=orjson.OPT_INDENT_2).decode())
 
@@ -129,15 +145,19 @@ def broker(port: Annotated[int, typer.Option(help="loopback port (0: any free)")
 @topics_app.command("ensure")
 def topics_ensure() -> None:
     """Create the inbound, response, dead-letter and changelog topics if they are missing."""
+    from aiokafka.errors import KafkaError
+
     from infra.topics import TopicCreationRefused
     from stream.kafka.topics import ensure_topics, topic_names
 
     settings = _settings()
+    _quiet_client_logs()
     try:
         created = asyncio.run(ensure_topics(settings))
     except TopicCreationRefused as refused:
-        typer.echo(f"chatstream topics ensure: {refused}", err=True)
-        raise typer.Exit(1) from None
+        _fail("topics ensure", str(refused))
+    except (KafkaError, OSError) as exc:
+        _fail("topics ensure", _unreachable(settings, exc))
     for name in topic_names(settings):
         state = "created" if name in created else "exists"
         typer.echo(f"{name}: {state} ({settings.partitions} partitions when created)")
@@ -274,6 +294,21 @@ def config_reference(
     except ReferenceMismatch as exc:
         typer.echo(f"chatstream config reference: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _fail(command: str, reason: str, code: int = 1) -> NoReturn:
+    typer.echo(f"chatstream {command}: {reason}", err=True)
+    raise typer.Exit(code)
+
+
+def _quiet_client_logs() -> None:
+    """A one-shot command says itself why the brokers failed it, once, in one line."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def _unreachable(settings: Settings, error: BaseException) -> str:
+    detail = " ".join(str(error).split()) or type(error).__name__
+    return f"cannot reach the brokers at {settings.kafka_bootstrap_servers}: {detail}"
 
 
 def main() -> None:

@@ -82,13 +82,17 @@ class BotClient:
 
     async def __aenter__(self) -> BotClient:
         # Replies first: positioned at the end before the first publish, no reply is missed.
-        if self._replies is not None:
-            await self._replies.start()
         try:
-            await self._producer.start()
-        except BaseException:
             if self._replies is not None:
-                await self._replies.stop()
+                await self._replies.start()
+            try:
+                await self._producer.start()
+            except BaseException:
+                if self._replies is not None:
+                    await self._replies.stop()
+                raise
+        except BaseException:
+            await self._producer.stop()  # made in __init__, it holds a client even unstarted
             raise
         return self
 

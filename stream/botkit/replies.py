@@ -87,8 +87,8 @@ class Replies:
         self._failure: Exception | None = None
 
     async def start(self) -> None:
-        await self._consumer.start()
-        try:
+        try:  # a consumer that failed to start still holds its client: it is stopped too
+            await self._consumer.start()
             await assign_all(self._consumer, self._topics, from_end=True)
         except BaseException:
             await self._consumer.stop()

@@ -35,3 +35,53 @@ async def test_send_without_wait_reports_what_was_published(settings_for):
     result = await send_one(settings, bot="b", channel="c", user="u", text="hi", wait=False)
     assert result is not None
     assert result["published"]["content"] == "hi"
+
+
+async def test_send_with_wait_reports_a_dead_letter_at_once(settings_for):
+    """An event the running member dead-letters (its limits are stricter than the sender's)
+    ends the wait with the reason, not a timeout."""
+    import asyncio
+    import time
+
+    from stream.botkit.replies import DeadLettered
+
+    strict = settings_for(max_content_chars=10)
+    sender = strict.model_copy(update={"max_content_chars": 4000})
+    async with running_chatstream(strict):
+        started = time.monotonic()
+        with pytest.raises(DeadLettered, match="the limit is 10"):
+            await asyncio.wait_for(send_one(sender, bot="b", channel="c", user="u",
+                                            text="a message of some length", wait=True,
+                                            timeout_s=60), 90)
+    assert time.monotonic() - started < 60  # not the response's timeout
+
+
+def test_send_refuses_what_chatstream_would_dead_letter_before_connecting():
+    """Too long for the input limits: one line, exit 2, and no broker is asked (there is none
+    at that address)."""
+    result = _chatstream("send", "x" * 5_000)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "chatstream send: not published, chatstream would dead-letter it: validation: "
+        "ValidationError: content: Value error, content has 5000 characters, the limit is 4000"]
+
+
+@pytest.mark.parametrize("command", [("send", "hello"), ("send", "--wait", "hello"),
+                                     ("topics", "ensure")])
+def test_an_unreachable_broker_is_one_line_and_exit_1(command):
+    result = _chatstream(*command)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"chatstream {command[0]}")
+    assert "cannot reach the brokers at 127.0.0.1:9" in lines[0]
+
+
+def _chatstream(*args: str):  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", "from stream.app.cli import main; main()", *args],
+        env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=120)
