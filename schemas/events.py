@@ -71,6 +71,16 @@ def _exceeds_depth(value: Any, limit: int) -> bool:
     return False
 
 
+def _is_number(text: str) -> bool:
+    """``"1700000000"``, ``"+1.7e9"``, ``"nan"``: text Python reads as a number, which pydantic
+    would take for epoch seconds (or milliseconds) instead of refusing."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _limits(info: ValidationInfo) -> InputLimits:
     context = info.context
     if isinstance(context, InputLimits):
@@ -112,10 +122,13 @@ class ChatEvent(BaseModel):
         # Booleans and numeric strings would otherwise be coerced silently.
         if isinstance(value, bool) or not isinstance(value, (str, int, float, datetime)):
             raise ValueError("timestamp must be an ISO 8601 string or epoch seconds")
-        if isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit():
+        if isinstance(value, str) and _is_number(value):
             raise ValueError("timestamp must be an ISO 8601 string or a JSON number")
-        if isinstance(value, (int, float)) and not 0 <= value < 32503680000:
-            raise ValueError("epoch seconds out of range (0 .. year 3000)")
+        if isinstance(value, (int, float)):
+            if not 0 <= value < 32503680000:
+                raise ValueError("epoch seconds out of range (0 .. year 3000)")
+            # Seconds, always: pydantic would read a number above 2e10 as milliseconds.
+            return datetime.fromtimestamp(value, UTC)
         return value
 
     @field_validator("timestamp")

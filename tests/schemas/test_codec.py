@@ -52,10 +52,18 @@ def test_timestamp_accepts_iso_and_epoch_seconds(stamp):
     assert int(_decode(timestamp=stamp).timestamp.timestamp()) == 1_700_000_000
 
 
+@pytest.mark.parametrize("seconds", [20_000_000_001, 32_503_679_999, 25_000_000_000.25])
+def test_epoch_seconds_are_seconds_up_to_the_year_3000(seconds):
+    """A number is seconds over the whole accepted range, never taken for milliseconds."""
+    stamp = _decode(timestamp=seconds).timestamp
+    assert stamp.timestamp() == seconds and stamp.tzinfo is not None
+
+
 @pytest.mark.parametrize("changes", [
     {"event_id": 123}, {"content": 5}, {"user_id": None}, {"bot_id": ""}, {"channel_id": "x" * 129},
     {"priority": "urgent"}, {"message_type": "email"}, {"schema_version": 2},
-    {"timestamp": "1700000000"}, {"timestamp": True}, {"timestamp": -5}, {"metadata": [1, 2]},
+    {"timestamp": "1700000000"}, {"timestamp": "+1700000000"}, {"timestamp": "1.7e9"},
+    {"timestamp": " 12 "}, {"timestamp": True}, {"timestamp": -5}, {"metadata": [1, 2]},
 ])
 def test_wrong_values_fail_validation(changes):
     """Numbers are not coerced into strings; enums, ids and versions are checked."""
