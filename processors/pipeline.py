@@ -429,6 +429,20 @@ class ProcessorPipeline:
         """Shut both pools down without waiting for stuck work; queued work is cancelled."""
         self._pools.close()
 
+    async def aclose(self, timeout_s: float = 1.0) -> None:
+        """Close what the steps hold (``aclose()`` of a step, such as the reply step's HTTP
+        client), each within ``timeout_s``, then ``close`` the pools."""
+        for processor in (*self._analysis, *self._compose):
+            closing = getattr(processor, "aclose", None)
+            if closing is None:
+                continue
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await closing()
+            except Exception:  # a step that cannot close must not keep the others open
+                log.warning("processor %s did not close cleanly", processor.name, exc_info=True)
+        self.close()
+
     def _notify(self, method: str, *args: Any) -> None:
         if self._observer is None:
             return

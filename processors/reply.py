@@ -38,3 +38,9 @@ class ReplyProcessor:
             raise TypeError(f"responder returned {type(text).__name__}, expected str")
         name = getattr(self.responder, "name", type(self.responder).__name__)
         return {REPLY_KEY: text, "responder": name}
+
+    async def aclose(self) -> None:
+        """Close the responder's resources (the OpenAI responder's HTTP client), if it has any."""
+        closing = getattr(self.responder, "aclose", None)
+        if closing is not None:
+            await closing()

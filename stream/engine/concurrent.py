@@ -51,7 +51,7 @@ class Pipeline(Protocol):
 
     def pool_usage(self) -> dict[str, dict[str, float]]: ...
 
-    def close(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class ConcurrentConversationManager:
@@ -139,7 +139,7 @@ class ConcurrentConversationManager:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(0.2):
                 await asyncio.gather(*self._running, *self._background, return_exceptions=True)
-        self._pipeline.close()
+        await self._pipeline.aclose()
 
     # -- admission ---------------------------------------------------------------------------
 

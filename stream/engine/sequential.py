@@ -33,7 +33,7 @@ class BasicPipeline(Protocol):
 
     def pool_usage(self) -> dict[str, dict[str, float]]: ...
 
-    def close(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class BasicEngine:
@@ -139,7 +139,7 @@ class BasicEngine:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(0.2):
                 await asyncio.gather(*self._workers.values(), return_exceptions=True)
-        self._pipeline.close()
+        await self._pipeline.aclose()
 
     def attach_session_log(self, log: Any) -> None:
         """No sessions here: nothing to log."""

@@ -60,7 +60,7 @@ class ExplodingPipeline:
     def pool_usage(self) -> dict[str, Any]:
         return {}
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         return None
 
 

@@ -659,3 +659,33 @@ async def test_the_python_api_applies_the_configured_input_limits():
     finally:
         await roomy.stop()
         await strict.stop()
+
+
+class ClosingResponder:
+    """A responder holding a resource (an HTTP client) that it closes in ``aclose``."""
+
+    name = "closing"
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    async def respond(self, context: ProcessorContext) -> str:
+        return "hello"
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+async def test_stopping_the_engine_closes_what_the_reply_step_holds(concurrent):
+    """The reply step's responder (the OpenAI one holds an HTTP client) is closed once, at stop."""
+    from processors.reply import ReplyProcessor
+
+    responder = ClosingResponder()
+    manager = await create_concurrent_conversation_manager(
+        processors=[ReplyProcessor(responder)], enable_concurrent_manager=concurrent)
+    response = await manager.process_conversation_message(user_id="u", channel_id="c",
+                                                          content="hi")
+    assert response.reply == "hello" and responder.closed == 0
+    await manager.stop()
+    assert responder.closed == 1
