@@ -9,7 +9,10 @@ import sys
 from collections.abc import Mapping
 from types import MappingProxyType
 
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# Letters and digits of any script ("café", "привет", "١٢٣"), with an apostrophe inside a word
+# ("don't", "don’t"); zero-width characters joined inside a word are dropped, not split on.
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)?")
+_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
 
 _STOPWORD_TEXT = """
     a about above after again all also am an and any are as at be because been before being
@@ -52,9 +55,12 @@ def tokenize(text: str) -> tuple[str, ...]:
 def _tokens(text: str) -> tuple[str, ...]:
     # One loop, not a chain of generators: each link would cost a call per word.
     tokens = []
-    for word in _WORD.findall(text.lower()):
-        if "'" in word:
-            word = word.replace("'", "")
+    lowered = text.lower()
+    if _ZERO_WIDTH.search(lowered) is not None:
+        lowered = _ZERO_WIDTH.sub("", lowered)
+    for word in _WORD.findall(lowered):
+        if "'" in word or "\u2019" in word:
+            word = word.replace("'", "").replace("\u2019", "")
         if word not in STOPWORDS:
             word = _normalise(word)
             if len(word) > 1 and word not in STOPWORDS:
@@ -106,8 +112,13 @@ _QUESTION_START = re.compile(
 
 
 def is_question(text: str) -> bool:
-    """True when ``text`` reads as a question addressed to someone: it ends with "?", starts
+    """True when ``text`` reads as a question addressed to someone: it ends with a question mark
+    (of any script in ``_QUESTION_MARKS``), starts
     with "why", with a wh-word followed by a verb ("how do", "what's", "where is"), or with an
     auxiliary followed by a subject ("can you", "is it", "does anyone")."""
     stripped = text.rstrip()
-    return stripped.endswith("?") or _QUESTION_START.search(stripped) is not None
+    return stripped.endswith(_QUESTION_MARKS) or _QUESTION_START.search(stripped) is not None
+
+
+# Latin, full-width (Chinese, Japanese), Arabic/Persian/Urdu, small form, Armenian, Ethiopic.
+_QUESTION_MARKS = ("?", "\uff1f", "\u061f", "\ufe56", "\u055e", "\u1367")

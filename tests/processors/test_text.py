@@ -48,3 +48,21 @@ def test_term_counts_are_a_counters_in_its_order_and_read_only(text: str) -> Non
         pass
     else:
         raise AssertionError("term counts shared between callers must not be writable")
+
+
+def test_words_of_every_script_are_words() -> None:
+    """Accented, Cyrillic and Arabic letters make words (not fragments of ASCII ones); a
+    typographic apostrophe joins a word as a plain one does; a zero-width character inside a
+    word does not split it."""
+    assert tokenize("Mon café, très bien") == ("mon", "café", "trè", "bien")
+    assert tokenize("привет мир") == ("привет", "мир")
+    assert tokenize("مرحبا بالعالم") == ("مرحبا", "بالعالم")
+    assert tokenize("I can’t find my parcel") == tokenize("I can't find my parcel")
+    assert tokenize("par\u200bcel deli\u200dvery") == ("parcel", "delivery")
+
+
+def test_a_question_mark_of_any_script_makes_a_question() -> None:
+    from processors.text import is_question
+
+    assert all(is_question(text) for text in ("where is it?", "元気ですか？", "كيف حالك؟"))
+    assert not is_question("it arrived.")
