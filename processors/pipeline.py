@@ -90,8 +90,10 @@ class ProcessorPipeline:
     (ok / failed / timeout / skipped) and every step not ok is listed in ``degraded``. It raises
     only ``CancelledError`` when itself cancelled. The pipeline owns both pools: ``close()``
     shuts them down. ``process_pool_factory``, when given, replaces a broken process pool (a
-    worker died) and the failed attempt is retried as transient. Timed-out THREAD/PROCESS work
-    cannot be interrupted: it finishes in its worker and its result is dropped.
+    worker died); the calls in flight in it run again one at a time in a pool from
+    ``isolation_pool_factory``, or, without one, are retried as transient (see
+    ``processors.workers``). Timed-out THREAD/PROCESS work cannot be interrupted: it finishes
+    in its worker and its result is dropped.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class ProcessorPipeline:
         clock: Callable[[], float] = time.monotonic,
         observer: PipelineObserver | None = None,
         process_pool_factory: Callable[[], Executor] | None = None,
+        isolation_pool_factory: Callable[[], Executor] | None = None,
     ) -> None:
         names = [p.name for p in processors]
         if len(set(names)) != len(names):
@@ -120,7 +123,8 @@ class ProcessorPipeline:
             p.kind is ExecutionKind.INLINE
             or (p.kind is ExecutionKind.ASYNC and getattr(p, "never_waits", False) is True)
             for p in processors)
-        self._pools = WorkerPools(thread_pool, process_pool, process_pool_factory)
+        self._pools = WorkerPools(thread_pool, process_pool, process_pool_factory,
+                                  isolation_pool_factory)
         self._retry = retry_policy or RetryPolicy()
         self._clock = clock
         # None when nothing observes: the per-step path then makes no observer calls at all.
@@ -150,6 +154,7 @@ class ProcessorPipeline:
             cooldown_s=settings.circuit_cooldown_seconds,
             observer=observer,
             process_pool_factory=factory,
+            isolation_pool_factory=functools.partial(spawn_process_pool, 1),
         )
         pipeline.start_warm_up()
         return pipeline

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 # Letters and digits of any script ("café", "привет", "١٢٣"), with an apostrophe inside a word
-# ("don't", "don’t"); zero-width characters joined inside a word are dropped, not split on.
+# ("don't", and with U+2019); zero-width characters joined inside a word are dropped, not split on.
 _WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)?")
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
 

@@ -2,10 +2,16 @@
 
 The pools count their own use (executors do not report how busy they are): both counters change
 before a call's future resolves, so an awaited call is never still counted, and timed-out work
-stays counted until it really finishes. A broken process pool (a worker died) is replaced by a
-new one from the factory, and the call fails with ``TransientProcessorError`` so the pipeline
-retries it there. Timed-out thread or process work cannot be interrupted: it finishes in its
-worker and its result is dropped.
+stays counted until it really finishes. Timed-out thread or process work cannot be
+interrupted: it finishes in its worker and its result is dropped.
+
+A broken process pool (a worker died) fails every call in flight in it, and which one killed
+the worker is not known. The pool is replaced by a new one from the factory, and each of those
+calls runs again *alone*: one at a time, in an isolation pool of its own. A call whose worker
+dies there too is the one that kills workers: it fails with ``WorkerKilled`` (not retried), and
+the others' answers stand. So one poisonous event breaks the shared pool once, not once per
+attempt, and the events beside it keep their steps. Without an isolation pool factory a call
+in flight at the break fails with ``TransientProcessorError`` for the pipeline to retry.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 from processors.base import Processor, TransientProcessorError
 from schemas.context import ProcessorContext
 
-__all__ = ["WorkerPools", "spawn_process_pool"]
+__all__ = ["WorkerKilled", "WorkerPools", "spawn_process_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +51,20 @@ def _warm_worker(processor: Processor) -> int:
     return os.getpid()
 
 
+class WorkerKilled(RuntimeError):
+    """A step's worker process died running this call, and again when it ran alone."""
+
+
 class WorkerPools:
     def __init__(self, thread_pool: Executor, process_pool: Executor,
-                 process_pool_factory: Callable[[], Executor] | None = None) -> None:
+                 process_pool_factory: Callable[[], Executor] | None = None,
+                 isolation_pool_factory: Callable[[], Executor] | None = None) -> None:
         self._thread_pool = thread_pool
         self._process_pool = process_pool
         self._process_pool_factory = process_pool_factory
+        self._isolation_pool_factory = isolation_pool_factory
+        self._isolation_pool: Executor | None = None  # made at the first break
+        self._alone = asyncio.Lock()
         self._usage_lock = threading.Lock()
         self._threads_running = 0
         self._process_calls_open = 0
@@ -66,15 +80,41 @@ class WorkerPools:
         if slim is not None:
             context = slim(context)
         try:
-            submitted = pool.submit(processor.process, context)
-            self._count_process_call(+1)
-            submitted.add_done_callback(lambda _: self._count_process_call(-1))
-            return await asyncio.wrap_future(submitted)
+            return await self._submitted(pool, processor, context)
         except BrokenProcessPool:
             if self._process_pool_factory is None:
                 raise
             self._replace_process_pool(pool)
-            raise TransientProcessorError("process pool broke (a worker died); replaced") from None
+            if self._isolation_pool_factory is None:
+                raise TransientProcessorError(
+                    "process pool broke (a worker died); replaced") from None
+        return await self._run_alone(processor, context)
+
+    async def _submitted(self, pool: Executor, processor: Processor,
+                         context: ProcessorContext) -> Any:
+        submitted = pool.submit(processor.process, context)
+        self._count_process_call(+1)
+        submitted.add_done_callback(lambda _: self._count_process_call(-1))
+        return await asyncio.wrap_future(submitted)
+
+    async def _run_alone(self, processor: Processor, context: ProcessorContext) -> Any:
+        """Run a call that was in flight when its pool broke, with nothing else in flight in
+        the isolation pool: if its worker dies now, this call is the one that kills them."""
+        assert self._isolation_pool_factory is not None
+        async with self._alone:
+            if self._isolation_pool is None:
+                self._isolation_pool = self._isolation_pool_factory()
+            pool = self._isolation_pool
+            try:
+                return await self._submitted(pool, processor, context)
+            except BrokenProcessPool:
+                self._isolation_pool = None
+                pool.shutdown(wait=False, cancel_futures=True)
+                log.error("%s: a worker died running this call, and again running it alone: "
+                          "the call fails, not retried", processor.name)
+                raise WorkerKilled(
+                    f"{processor.name}: its worker process died running this event, twice "
+                    "(the second time alone): not retried") from None
 
     def _counted_thread(self, call: Callable[[], Any]) -> Any:
         with self._usage_lock:
@@ -124,6 +164,8 @@ class WorkerPools:
         """Shut both pools down without waiting for stuck work; queued work is cancelled."""
         self._thread_pool.shutdown(wait=False, cancel_futures=True)
         self._process_pool.shutdown(wait=False, cancel_futures=True)
+        if self._isolation_pool is not None:
+            self._isolation_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _workers(pool: Executor) -> int:

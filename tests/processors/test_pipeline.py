@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -599,10 +600,8 @@ class FinishesDespiteCancellation:
     timeout_s: float = 30.0
 
     async def process(self, context: ProcessorContext) -> dict[str, Any]:
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            pass
         return {}
 
 
@@ -633,3 +632,55 @@ async def test_the_steps_cancelled_beside_an_inline_retry_leave_nothing_unread(
     finally:
         loop.set_exception_handler(None)
     assert not [m for m in reported if "never retrieved" in m], reported
+
+
+@dataclass
+class KillsItsWorkerOnPoison:
+    """Kills its worker process for the content "poison", every time; answers the rest."""
+
+    name: str = "fragile"
+    kind: ExecutionKind = ExecutionKind.PROCESS
+    stage: Stage = Stage.ANALYSIS
+    timeout_s: float = 60.0
+
+    def process(self, context: ProcessorContext) -> dict[str, Any]:
+        if context.event.content == "poison":
+            os._exit(3)
+        time.sleep(0.05)
+        return {"pid": os.getpid()}
+
+
+async def test_an_event_that_kills_its_worker_fails_alone_and_breaks_the_pool_once(
+        make_context):
+    """Beside three other events, one whose step kills its worker every time: the shared pool
+    breaks once, the calls in flight in it run again one at a time, alone, and only the one
+    whose worker dies again fails (not retried); the others keep their answers."""
+    from processors.resilience import RetryPolicy
+    from processors.workers import spawn_process_pool
+
+    shared: list[Any] = []
+    alone: list[Any] = []
+
+    def pool(made: list[Any], workers: int) -> Any:
+        made.append(spawn_process_pool(workers))
+        return made[-1]
+
+    pipeline = ProcessorPipeline(
+        [KillsItsWorkerOnPoison()], ThreadPoolExecutor(1), pool(shared, 2),
+        process_pool_factory=lambda: pool(shared, 2),
+        isolation_pool_factory=lambda: pool(alone, 1),
+        retry_policy=RetryPolicy(retries=2), failure_threshold=100)
+    try:
+        await pipeline.warm_up()
+        results = await asyncio.gather(*(pipeline.run(make_context(text))
+                                         for text in ("poison", "a", "b", "c")))
+    finally:
+        pipeline.close()
+        for made in (*shared, *alone):
+            made.shutdown(wait=True, cancel_futures=True)
+    poisoned, *others = (outcomes["fragile"] for _, outcomes, _ in results)
+    assert poisoned.status is ProcessorStatus.FAILED and poisoned.attempts == 1
+    assert "WorkerKilled" in (poisoned.error or "")
+    assert [o.status for o in others] == [ProcessorStatus.OK] * 3
+    assert len(shared) == 2  # broken once, not once per attempt of the poison
+    assert len(alone) <= 2  # broken by the poison alone; a new one if others ran after it

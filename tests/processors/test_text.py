@@ -57,12 +57,12 @@ def test_words_of_every_script_are_words() -> None:
     assert tokenize("Mon café, très bien") == ("mon", "café", "trè", "bien")
     assert tokenize("привет мир") == ("привет", "мир")
     assert tokenize("مرحبا بالعالم") == ("مرحبا", "بالعالم")
-    assert tokenize("I can’t find my parcel") == tokenize("I can't find my parcel")
+    assert tokenize("I can\u2019t find my parcel") == tokenize("I can't find my parcel")
     assert tokenize("par\u200bcel deli\u200dvery") == ("parcel", "delivery")
 
 
 def test_a_question_mark_of_any_script_makes_a_question() -> None:
     from processors.text import is_question
 
-    assert all(is_question(text) for text in ("where is it?", "元気ですか？", "كيف حالك؟"))
+    assert all(is_question(text) for text in ("where is it?", "元気ですか\uff1f", "كيف حالك؟"))
     assert not is_question("it arrived.")
