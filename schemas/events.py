@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -52,6 +53,14 @@ class MessageType(StrEnum):
     MENTION = "mention"
     DM = "dm"
     SYSTEM = "system"
+
+
+# What the validators accept, for the JSON Schema (pydantic would say only "date-time").
+_TIMESTAMP_SCHEMA = {"anyOf": [
+    {"type": "string", "format": "date-time"},
+    {"type": "number", "minimum": 0, "exclusiveMaximum": 32503680000,
+     "description": "epoch seconds"},
+]}
 
 
 def _utc_now() -> datetime:
@@ -102,7 +111,8 @@ class ChatEvent(BaseModel):
     channel_id: Identifier
     user_id: Identifier
     content: Annotated[str, StringConstraints(strict=True)]
-    timestamp: datetime = Field(default_factory=_utc_now)
+    timestamp: Annotated[datetime, WithJsonSchema(_TIMESTAMP_SCHEMA)] = Field(
+        default_factory=_utc_now)
     priority: Priority | None = None
     message_type: MessageType = MessageType.MESSAGE
     metadata: dict[str, Any] | None = None

@@ -193,3 +193,28 @@ def test_response_ids_are_the_uuid5_of_bot_and_event(event_id, bot_id):
     """The hand-rolled id equals the standard library's uuid5 of the same name."""
     expected = uuid.uuid5(RESPONSE_NAMESPACE, f"{bot_id}\x1f{event_id}")
     assert response_id_for(event_id, bot_id) == str(expected)
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"timestamp": 1_700_000_000}, {"timestamp": 1_700_000_000.5},
+    {"timestamp": "2023-11-14T22:13:20Z"}, {"priority": "critical", "message_type": "dm"},
+    {"metadata": {"thread": {"depth": [1, 2]}}},
+])
+def test_what_decodes_is_valid_by_the_published_json_schema(changes):
+    """`chatstream schema` is the contract other languages build on: every form the decoder
+    accepts validates against it (epoch seconds too, not only date-time strings)."""
+    import jsonschema
+
+    document = {**VALID, **changes}
+    _decode(**changes)
+    jsonschema.validate(document, ChatEvent.model_json_schema())
+
+
+@pytest.mark.parametrize("stamp", [True, -5, 32_503_680_000])
+def test_epoch_timestamps_the_decoder_refuses_the_schema_refuses_too(stamp):
+    import jsonschema
+
+    with pytest.raises(DecodeError):
+        _decode(timestamp=stamp)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**VALID, "timestamp": stamp}, ChatEvent.model_json_schema())
