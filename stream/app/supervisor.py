@@ -9,7 +9,8 @@ Rules, in the order they apply:
 2. SIGTERM and SIGINT are forwarded to every member; the supervisor then waits for them to
    drain and exits 0 if they all exited 0.
 3. A member that exits while the supervisor is not stopping is restarted, after a backoff
-   that doubles from 0.5 s up to 10 s.
+   that doubles from 0.5 s up to 10 s, and starts again from 0.5 s for a member that had run
+   longer than ``window_s`` before it exited.
 4. More than ``max_deaths`` unexpected exits within ``window_s`` means the members keep dying
    (a bad setting, an unreachable broker): the rest are stopped and the supervisor exits 1.
 """
@@ -38,6 +39,7 @@ __all__ = ["Supervisor", "member_command"]
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+_FIRST_BACKOFF_S = 0.5
 
 
 def member_command() -> list[str]:
@@ -54,7 +56,8 @@ class _Member:
     index: int
     process: subprocess.Popen[bytes] | None = None
     restart_at: float = 0.0
-    backoff_s: float = 0.5
+    started_at: float = 0.0
+    backoff_s: float = _FIRST_BACKOFF_S
 
 
 _PORT = TypeAdapter(Annotated[int, Field(ge=0, le=65535)])
@@ -117,6 +120,7 @@ class Supervisor:
             return
         member.process = subprocess.Popen(list(self.command), env=self._member_env(member.index),
                                           preexec_fn=_die_with_parent)
+        member.started_at = self.clock()
         log.info("member %d started (pid %d)", member.index, member.process.pid)
         if self._stopping:  # the signal came while it started, before it could be forwarded
             member.process.send_signal(signal.SIGTERM)
@@ -156,6 +160,8 @@ class Supervisor:
             return False
         now = self.clock()
         if process is not None:  # it just exited: count the death, schedule the restart
+            if now - member.started_at > self.window_s:  # it ran well: restart it promptly
+                member.backoff_s = _FIRST_BACKOFF_S
             log.warning("member %d (pid %d) exited with %s; restarting in %.1f s",
                         member.index, process.pid, process.returncode, member.backoff_s)
             self._deaths.append(now)

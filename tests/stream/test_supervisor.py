@@ -156,3 +156,18 @@ def test_ports_past_the_last_one_are_refused_before_any_member_starts():
     with pytest.raises(SettingsError, match="65536"):
         supervisor.run()
     assert supervisor._members == []
+
+
+@pytest.mark.parametrize(("ran_s", "restart_in_s"), [(61.0, 0.5), (5.0, 10.0)])
+def test_a_member_that_ran_well_is_restarted_promptly_after_earlier_deaths(ran_s, restart_in_s):
+    """The backoff grows while a member keeps dying, and starts over once it has run longer
+    than the death window: a crash a day must not wait out the backoff of last week's."""
+    from stream.app.supervisor import Supervisor, _Member
+
+    now = 1_000.0
+    supervisor = Supervisor(1, {}, ["true"], clock=lambda: now)
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    member = _Member(0, exited, started_at=now - ran_s, backoff_s=10.0)
+    assert supervisor._check(member)
+    assert member.restart_at == now + restart_in_s
