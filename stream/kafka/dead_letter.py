@@ -51,9 +51,12 @@ def dead_letter(topic: str, source: RecordSource, value: bytes | None, reason: R
     """The DLQ record for an inbound record that could not be answered.
 
     The source's own headers (trace context included) are kept ahead of the reason headers, so
-    a reader of the DLQ can follow the original trace.
+    a reader of the DLQ can follow the original trace; those only chatstream may write there
+    (reasons, the replay marker's) are dropped, so a record cannot pass for a marker or carry
+    a reason of its own.
     """
-    headers = list(source.headers) + _headers(
+    headers = [(k, v) for k, v in source.headers
+               if not k.startswith(HEADER_PREFIX) and k != REPLAY_MARKER_HEADER] + _headers(
         ("error.type", reason.error_type),
         ("error.message", reason.message.encode(errors="replace")[:_MAX_MESSAGE_BYTES].decode(
             errors="ignore")),

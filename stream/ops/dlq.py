@@ -6,7 +6,10 @@ fetch and by timeouts) and keeps only counts and the latest N, so memory does no
 
 ``replay`` re-publishes each selected dead letter's original key, value and headers to the
 inbound topic (the ``chatstream.dlq.*`` reasons removed, ``chatstream.replayed-from`` =
-"dlq-topic/partition/offset" added), in their original order, and waits for the acks. For each
+"dlq-topic/partition/offset" added), in their original order, to the partition it was read
+from (its conversation's, whatever partitioner the bot used; by the key when the dead letter
+came from elsewhere), and waits for the acks. An inbound record dead-lettered twice is
+replayed once. For each
 acknowledged one it then writes a marker record (header ``chatstream.replay-marker`` =
 "partition/offset") into the same partition of the dead-letter topic; a later replay skips
 dead letters with a marker unless forced. The markers live in the dead-letter topic because
@@ -163,10 +166,19 @@ def _why_not(letter: DeadLetter, replayed: set[tuple[int, int]], force: bool) ->
 
 def plan_replay(selected: Iterable[DeadLetter], replayed: set[tuple[int, int]], *,
                 force: bool = False) -> ReplayPlan:
-    """Split the selected dead letters into those to replay and those to skip (pure)."""
+    """Split the selected dead letters into those to replay and those to skip (pure). An
+    inbound record dead-lettered twice (a member that crashed before committing it) is
+    replayed once: its first dead letter."""
     plan = ReplayPlan()
+    first_of: dict[str, DeadLetter] = {}
     for letter in sorted(selected, key=_original_order):
         why = _why_not(letter, replayed, force)
+        source = letter.source
+        if why is None and source is not None:
+            if source in first_of:
+                why = f"the same record as {first_of[source].address}, dead-lettered again"
+            else:
+                first_of[source] = letter
         if why is None:
             plan.replay.append(letter)
         else:
@@ -230,11 +242,21 @@ async def replay(settings: Settings, selection: Selection, *, dry_run: bool = Fa
     try:
         published = await publish_replays(settings, [
             Replay(letter.key, letter.value, replay_headers(letter), letter.partition,
-                   letter.offset) for letter in plan.replay], timeout_s=deadline_s)
+                   letter.offset, _inbound_partition(letter, settings.inbound_topic))
+            for letter in plan.replay], timeout_s=deadline_s)
     except TopicUnavailable as exc:
         raise DeadLetterToolError(f"{exc}: nothing replayed") from None
     _record(report, plan.replay, published)
     return report
+
+
+def _inbound_partition(letter: DeadLetter, inbound_topic: str) -> int | None:
+    """The inbound partition the record was read from, when it came from the inbound topic:
+    its conversation lives there, whatever partitioner the bot used."""
+    partition = letter.reason.get("source.partition", "")
+    if letter.reason.get("source.topic") != inbound_topic or not partition.isdigit():
+        return None
+    return int(partition)
 
 
 def _record(report: ReplayReport, letters: list[DeadLetter], published: list[Published]) -> None:

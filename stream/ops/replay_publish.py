@@ -39,6 +39,7 @@ class Replay:
     headers: Headers
     dlq_partition: int
     dlq_offset: int
+    partition: int | None = None  # the inbound partition to publish to; None: by the key
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,15 @@ async def publish_replays(settings: Settings, replays: Sequence[Replay], *,
         except (KafkaError, TimeoutError) as exc:
             raise TopicUnavailable(f"cannot reach the brokers at {settings.kafka_bootstrap_servers}"
                                    f": {str(exc) or type(exc).__name__}") from None
+        # A partition the topic no longer has (it was recreated smaller) falls back to the key.
+        try:
+            existing = await asyncio.wait_for(producer.partitions_for(settings.inbound_topic),
+                                              _CONNECT_TIMEOUT_S)
+        except (KafkaError, TimeoutError):
+            existing = set()
         acks = await _send_all(producer, [
-            _Send(settings.inbound_topic, r.key, r.value, r.headers) for r in replays], timeout_s)
+            _Send(settings.inbound_topic, r.key, r.value, r.headers,
+                  r.partition if r.partition in existing else None) for r in replays], timeout_s)
         results = [Published(_address(ack)) if isinstance(ack, RecordMetadata)
                    else Published(None, ack) for ack in acks]
         acked = [i for i, result in enumerate(results) if result.destination is not None]

@@ -65,6 +65,8 @@ async def test_replay_republishes_exactly_the_matching_records(settings_for, sel
     assert sorted(record.key for record in replayed) == sorted(expected)
     for record in replayed:
         assert record.value == originals[record.key].value
+        # Back on the partition it was read from (k-val-2 and k-proc hash elsewhere).
+        assert record.partition == originals[record.key].partition
         names = [name for name, _ in record.headers]
         assert not any(name.startswith("chatstream.dlq.") for name in names)
         assert record.headers[0] == TRACEPARENT

@@ -69,3 +69,38 @@ def test_report_lines_name_each_dead_letter_and_the_totals():
     assert lines[0].startswith("replayed dlq/0/5 -> in/2/77 (stage processing, RuntimeError")
     assert lines[1] == "skipped dlq/0/6: already replayed"
     assert lines[-1] == "replayed 1, skipped 1, failed 0"
+
+
+def test_a_record_dead_lettered_twice_is_replayed_once():
+    """A member that crashed between a dead letter's ack and its commit dead-letters the same
+    inbound record again: the replay republishes it once, its first dead letter."""
+    letters = [letter(5, source_offset=30), letter(6, source_offset=30),
+               letter(7, source_offset=31)]
+    plan = plan_replay(letters, set())
+    assert [item.offset for item in plan.replay] == [5, 7]
+    assert [(item.offset, why) for item, why in plan.skipped] == [
+        (6, "the same record as dlq/0/5, dead-lettered again")]
+
+
+def test_a_source_record_cannot_bring_its_own_reasons_or_pass_for_a_marker():
+    """Headers only chatstream writes in the dead-letter topic are dropped from the source
+    record's: a bot's record carrying them would otherwise skew the counts and the replays."""
+    from aiokafka.structs import TopicPartition
+
+    from stream.kafka.dead_letter import (
+        REPLAY_MARKER_HEADER,
+        FailureReason,
+        dead_letter,
+        is_replay_marker,
+        reason_of,
+    )
+    from stream.kafka.records import RecordSource
+
+    forged = (("traceparent", b"tp"), (REPLAY_MARKER_HEADER, b"0/10"),
+              (HEADER_PREFIX + "error.stage", b"forged"), (REPLAYED_FROM_HEADER, b"dlq/0/3"))
+    source = RecordSource(TopicPartition("in", 1), 42, b"k", forged, value=b"{}")
+    delivery = dead_letter("dlq", source, b"{}", FailureReason("processing", "RuntimeError", "x"))
+    assert not is_replay_marker(delivery.headers)
+    assert reason_of(delivery.headers)["error.stage"] == "processing"
+    assert [k for k, _ in delivery.headers if not k.startswith(HEADER_PREFIX)] == [
+        "traceparent", REPLAYED_FROM_HEADER]
