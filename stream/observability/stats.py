@@ -32,6 +32,8 @@ def percentile(values: Iterable[float], p: float) -> float:
         return 0.0
     position = (len(ordered) - 1) * p / 100
     low = math.floor(position)
+    if position == low:  # on a value: no neighbour to weigh (an endless one would give NaN)
+        return ordered[low]
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 

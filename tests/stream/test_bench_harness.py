@@ -222,3 +222,37 @@ async def test_the_cpu_timeline_samples_until_cancelled():
     times = [at for at, _ in timeline.samples]
     assert times == sorted(times) and [cpu for _, cpu in timeline.samples] == [
         float(n) for n in range(count)]
+
+
+def test_a_target_is_not_met_when_a_run_left_events_unanswered_or_a_process_failed():
+    """A drain that lost an event (its duplicates aside) or whose member exited non-zero
+    measured less than it claims: its targets are not met, whatever the figure."""
+    from stream.devtools.bench.scenarios import ScenarioResult
+
+    whole = ScenarioResult("s", rows=[{"run": "a", "events": 10, "answered": 10,
+                                       "exit_codes": [0]}, {"run": "cache", "events": 10}])
+    whole.target("rate", 5.0, 1.0)
+    short = ScenarioResult("s", rows=[{"run": "a", "events": 10, "answered": 9,
+                                       "exit_codes": [0]}])
+    short.target("rate", 5.0, 1.0)
+    failed = ScenarioResult("s", rows=[{"run": "b", "events": 10, "answered": 10,
+                                        "exit_codes": [0, 1]}])
+    failed.target("rate", 5.0, 1.0)
+    assert whole.targets[0]["met"]
+    assert not short.targets[0]["met"] and "[incomplete: a]" in short.targets[0]["target"]
+    assert not failed.targets[0]["met"]
+
+
+def test_the_bench_children_start_without_any_setting_of_the_shell(monkeypatch):
+    """Settings read without a prefix count too: an exported
+    ENABLE_CONCURRENT_CONVERSATION_MANAGER=false would turn every member into the basic path."""
+    from stream.devtools.bench.harness import clean_env
+
+    monkeypatch.setenv("ENABLE_CONCURRENT_CONVERSATION_MANAGER", "false")
+    monkeypatch.setenv("max_concurrent_sessions", "3")
+    monkeypatch.setenv("CHATSTREAM_MAX_IN_FLIGHT", "1")
+    monkeypatch.setenv("SOMETHING_ELSE", "kept")
+    env = clean_env()
+    assert {k.upper() for k in env} & {"ENABLE_CONCURRENT_CONVERSATION_MANAGER",
+                                       "MAX_CONCURRENT_SESSIONS", "CHATSTREAM_MAX_IN_FLIGHT"} == set()
+    assert env["SOMETHING_ELSE"] == "kept"

@@ -140,3 +140,14 @@ def test_queue_stats_snapshot_shape() -> None:
     assert snap["high"] == {"depth": 0, "processed": 0, "avg_wait_ms": 0.0}
     assert snap["normal"] == {"depth": 7, "processed": 0, "avg_wait_ms": 0.0}
     assert snap["low"] == {"depth": 0, "processed": 1, "avg_wait_ms": 5.0}
+
+
+def test_a_percentile_that_falls_on_a_value_is_that_value_even_beside_an_endless_one() -> None:
+    """An endless wait (an unanswered event) next to the percentile's position must not turn
+    it into NaN when the position falls exactly on a finite value."""
+    import math
+
+    from stream.observability.stats import percentile
+
+    waits = [float(i) for i in range(100)] + [math.inf]
+    assert percentile(waits, 99) == 99.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import OrderedDict
 from typing import Any
 
 from stream.app.api import create_concurrent_conversation_manager
@@ -39,9 +40,26 @@ async def memory_run(cache_size: int, events: int = 20_000, sessions: int = 1_00
     stats = manager.get_performance_stats()["cache"]
     await manager.stop()
     return {"events": events, "hit_ratio": round(stats["hit_ratio"], 4),
+            "lru_hit_ratio": round(lru_hit_ratio(order, cache_size), 4),
             "evictions": stats["evictions"],
             "memory_step_mean_ms": round(sum(durations) / max(len(durations), 1), 3),
             "memory_step_p99_ms": round(percentile(durations, 99), 3)}
+
+
+def lru_hit_ratio(order: list[int], size: int) -> float:
+    """The hit ratio a plain LRU of ``size`` entries, one per session, gets on ``order``: the
+    reference the context cache's own ratio is read against."""
+    kept: OrderedDict[int, None] = OrderedDict()
+    hits = 0
+    for session in order:
+        if session in kept:
+            hits += 1
+            kept.move_to_end(session)
+        else:
+            kept[session] = None
+            if len(kept) > size:
+                kept.popitem(last=False)
+    return hits / max(len(order), 1)
 
 
 def _settings(cache_size: int) -> dict[str, Any]:

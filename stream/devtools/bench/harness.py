@@ -40,7 +40,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from stream.kafka.topics import ensure_topics
-from stream.settings import Settings, load_settings, placement_environment
+from stream.settings import Settings, load_settings, placement_environment, variable_names
 
 __all__ = ["WATCH_INTERVAL_S", "CpuTimeline", "Members", "ResponseReader", "Responses", "Run",
            "SteadyCpu", "bench_settings", "clean_env", "member_env", "offer", "preload",
@@ -64,10 +64,13 @@ def bench_settings(bootstrap: str, partitions: int = 8, **overrides: Any) -> Set
 
 
 def clean_env() -> dict[str, str]:
-    """This process's environment without chatstream's, Kafka's or OpenTelemetry's settings:
-    what a child the bench measures starts from, whatever the shell that ran it set."""
+    """This process's environment without chatstream's, Kafka's or OpenTelemetry's settings
+    (those without a prefix too, such as ``MAX_CONCURRENT_SESSIONS``, in any case): what a
+    child the bench measures starts from, whatever the shell that ran it set."""
+    read = {name.upper() for name in variable_names()}
     return {key: value for key, value in os.environ.items()
-            if not key.startswith(("CHATSTREAM_", "KAFKA_", "OTEL_"))}
+            if not key.upper().startswith(("CHATSTREAM_", "KAFKA_", "OTEL_"))
+            and key.upper() not in read}
 
 
 def member_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
