@@ -238,9 +238,13 @@ def test_a_target_is_not_met_when_a_run_left_events_unanswered_or_a_process_fail
     failed = ScenarioResult("s", rows=[{"run": "b", "events": 10, "answered": 10,
                                         "exit_codes": [0, 1]}])
     failed.target("rate", 5.0, 1.0)
+    unready = ScenarioResult("s", rows=[{"run": "c", "events": 10, "answered": 10,
+                                         "ready": False}])
+    unready.target("p99", 5.0, 10.0, higher_is_better=False)
     assert whole.targets[0]["met"]
     assert not short.targets[0]["met"] and "[incomplete: a]" in short.targets[0]["target"]
     assert not failed.targets[0]["met"]
+    assert not unready.targets[0]["met"]  # the load began before the group was stable
 
 
 def test_the_bench_children_start_without_any_setting_of_the_shell(monkeypatch):

@@ -74,10 +74,12 @@ class ScenarioResult:
 
     def incomplete_runs(self) -> list[str]:
         """The rows whose events were not all answered (distinct events, duplicates aside),
-        or whose processes did not all exit 0."""
+        whose processes did not all exit 0, or whose members were not ready when the load
+        began."""
         return [str(row.get("run", "?")) for row in self.rows
                 if ("events" in row and "answered" in row and row["answered"] < row["events"])
-                or any(code != 0 for code in row.get("exit_codes", ()))]
+                or any(code != 0 for code in row.get("exit_codes", ()))
+                or row.get("ready") is False]
 
 
 def backlog(count: int, sessions: int, seed: int = 7, *, critical_share: float = 0.0,
@@ -291,8 +293,11 @@ async def offered(broker: EmbeddedBroker, events: list[dict[str, Any]], rate: fl
             sampling.cancel()
         received = dict(reader.received_at)
     run = await members.stop()
+    # Whether the members had joined and the group was stable when the offer began, and how
+    # they exited: a run that fails either measured something else (``incomplete_runs``).
     costs: dict[str, Any] = {"cpu_s": round(run.cpu_s, 2),
-                             "peak_rss_mib": round(run.peak_rss_mib, 1)}
+                             "peak_rss_mib": round(run.peak_rss_mib, 1), "ready": ready,
+                             "exit_codes": run.exit_codes}
     if broker_pid is not None and sent_at:
         first, last = min(sent_at.values()), max(sent_at.values())
         costs["broker_cores_first_s"] = broker_cpu.cores(first, first + 1)
