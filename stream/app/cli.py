@@ -87,6 +87,7 @@ def send(
     from schemas.codec import DecodeError
     from stream.botkit.replies import DeadLettered
     from stream.botkit.send import send_one
+    from stream.kafka.config import unreachable_brokers
 
     settings = _settings()
     _quiet_client_logs()
@@ -103,7 +104,7 @@ def send(
     except TimeoutError:
         _fail("send", f"published, but no response within {timeout:g} s")
     except (KafkaError, OSError) as exc:
-        _fail("send", _unreachable(settings, exc))
+        _fail("send", unreachable_brokers(settings, exc))
     if response is not None:
         typer.echo(orjson.dumps(response, option=orjson.OPT_INDENT_2).decode())
 
@@ -148,6 +149,7 @@ def topics_ensure() -> None:
     from aiokafka.errors import KafkaError
 
     from infra.topics import TopicCreationRefused
+    from stream.kafka.config import unreachable_brokers
     from stream.kafka.topics import ensure_topics, topic_names
 
     settings = _settings()
@@ -157,7 +159,7 @@ def topics_ensure() -> None:
     except TopicCreationRefused as refused:
         _fail("topics ensure", str(refused))
     except (KafkaError, OSError) as exc:
-        _fail("topics ensure", _unreachable(settings, exc))
+        _fail("topics ensure", unreachable_brokers(settings, exc))
     for name in topic_names(settings):
         state = "created" if name in created else "exists"
         typer.echo(f"{name}: {state} ({settings.partitions} partitions when created)")
@@ -304,11 +306,6 @@ def _fail(command: str, reason: str, code: int = 1) -> NoReturn:
 def _quiet_client_logs() -> None:
     """A one-shot command says itself why the brokers failed it, once, in one line."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-
-
-def _unreachable(settings: Settings, error: BaseException) -> str:
-    detail = " ".join(str(error).split()) or type(error).__name__
-    return f"cannot reach the brokers at {settings.kafka_bootstrap_servers}: {detail}"
 
 
 def main() -> None:

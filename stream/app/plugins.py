@@ -7,7 +7,6 @@ default ones. This is how ``chatstream run`` gets custom processors without code
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
 
 from processors.base import Processor
 from processors.registry import validate_processor
@@ -21,7 +20,7 @@ def load_plugin_processors(settings: Settings) -> list[Processor]:
         module_name, _, attribute = spec.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attribute or "processors")
-            made: Iterable[Processor] = list(factory(settings))
+            made: list[Processor] = list(factory(settings))
             for processor in made:  # a mistake named here, not on the first event
                 validate_processor(processor)
             found.extend(made)

@@ -30,9 +30,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from pydantic import Field, TypeAdapter
+from pydantic import TypeAdapter
 
-from stream.settings import SettingsError
+from stream.settings import Settings, SettingsError
 
 __all__ = ["Supervisor", "member_command"]
 
@@ -60,7 +60,8 @@ class _Member:
     backoff_s: float = _FIRST_BACKOFF_S
 
 
-_PORT = TypeAdapter(Annotated[int, Field(ge=0, le=65535)])
+# The first member's port, with the bounds the settings give it.
+_PORT = TypeAdapter(Annotated[int, *Settings.model_fields["http_port"].metadata])
 _PER_MEMBER = {"CHATSTREAM_WORKERS", "CHATSTREAM_HTTP_PORT", "CHATSTREAM_GROUP_INSTANCE_ID"}
 
 

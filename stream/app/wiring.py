@@ -7,6 +7,7 @@ The journey of one event is composed here and in ``stream.kafka.member``: consum
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Sequence
 
 from processors.base import ExecutionKind, Processor
@@ -52,11 +53,11 @@ def selected_processors(settings: Settings, cache: ContextCache) -> list[Process
     except ValueError as exc:
         raise SettingsError(f"invalid CHATSTREAM_PROCESSORS: {exc}") from None
     plugins = load_plugin_processors(settings)
-    replacing = {plugin.name: plugin for plugin in plugins}
-    if len(replacing) < len(plugins):
-        repeated = sorted({p.name for p in plugins if sum(q.name == p.name for q in plugins) > 1})
+    repeated = sorted(name for name, n in Counter(p.name for p in plugins).items() if n > 1)
+    if repeated:
         raise SettingsError(f"invalid CHATSTREAM_PROCESSOR_PLUGINS: more than one processor "
                             f"named {', '.join(map(repr, repeated))}")
+    replacing = {plugin.name: plugin for plugin in plugins}
     chosen = [replacing.pop(b.name) if b.name in replacing
               else _with_kind(b, _BUILT_IN_KINDS.get(b.name)) for b in builtins]
     chosen += replacing.values()  # in a replaced built-in's place, or after them all

@@ -82,17 +82,19 @@ class BotClient:
 
     async def __aenter__(self) -> BotClient:
         # Replies first: positioned at the end before the first publish, no reply is missed.
+        # The producer, made in __init__, holds a client even unstarted: stopped on any failure.
         try:
             if self._replies is not None:
                 await self._replies.start()
-            try:
-                await self._producer.start()
-            except BaseException:
-                if self._replies is not None:
-                    await self._replies.stop()
-                raise
         except BaseException:
-            await self._producer.stop()  # made in __init__, it holds a client even unstarted
+            await self._producer.stop()
+            raise
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()
+            if self._replies is not None:
+                await self._replies.stop()
             raise
         return self
 

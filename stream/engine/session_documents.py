@@ -157,12 +157,12 @@ def from_records(header: Any, messages: Iterable[Any], now: float,
         in_window = {int(m["n"]): m["message"] for m in messages
                      if m.get("version") in _SLOT_VERSIONS
                      and count - history_size < int(m["n"]) <= count}
-        newest = max(in_window, default=count)
-        first = newest
-        while first - 1 in in_window:
-            first -= 1
-        state.recent_messages.extend(_message(in_window[n]) for n in range(first, newest + 1)
-                                     if n in in_window)
+        if in_window:
+            newest = first = max(in_window)
+            while first - 1 in in_window:
+                first -= 1
+            state.recent_messages.extend(_message(in_window[n])
+                                         for n in range(first, newest + 1))
         return state
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a session record: {type(exc).__name__}: {exc}") from None

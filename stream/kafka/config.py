@@ -81,3 +81,9 @@ def producer_config(settings: Settings, client_id: str = "chatstream-producer") 
         "request_timeout_ms": 30000,
         "retry_backoff_ms": 200,
     }
+
+
+def unreachable_brokers(settings: Settings, error: BaseException) -> str:
+    """One line saying that no client could reach the configured brokers, and why."""
+    detail = " ".join(str(error).split()) or type(error).__name__
+    return f"cannot reach the brokers at {settings.kafka_bootstrap_servers}: {detail}"

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
-from stream.kafka.config import producer_config
+from stream.kafka.config import producer_config, unreachable_brokers
 from stream.kafka.dead_letter import REPLAY_MARKER_HEADER
 from stream.ops.topic_read import TopicUnavailable
 from stream.settings import Settings
@@ -71,8 +71,7 @@ async def publish_replays(settings: Settings, replays: Sequence[Replay], *,
         try:
             await asyncio.wait_for(producer.start(), _CONNECT_TIMEOUT_S)
         except (KafkaError, TimeoutError) as exc:
-            raise TopicUnavailable(f"cannot reach the brokers at {settings.kafka_bootstrap_servers}"
-                                   f": {str(exc) or type(exc).__name__}") from None
+            raise TopicUnavailable(unreachable_brokers(settings, exc)) from None
         # A partition the topic no longer has (it was recreated smaller) falls back to the key.
         try:
             existing = await asyncio.wait_for(producer.partitions_for(settings.inbound_topic),
