@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-__all__ = ["TopicCreationRefused", "TopicSpec", "create_missing_topics"]
+__all__ = ["TopicCreationRefused", "TopicSpec", "create_missing_topics", "partition_counts",
+           "topic_config"]
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +71,40 @@ async def create_missing_topics(client_config: Mapping[str, Any],
         return [spec.name for spec in missing if spec.name not in concurrent]
     finally:
         await admin.close()
+
+
+async def partition_counts(client_config: Mapping[str, Any], names: Sequence[str]
+                           ) -> dict[str, int]:
+    """The partition count of each topic of ``names`` that exists (a missing one is left out:
+    only existing topics are described, as describing a missing one may auto-create it)."""
+    admin = AIOKafkaAdminClient(**client_config)
+    await admin.start()
+    try:
+        existing = [name for name in names if name in set(await admin.list_topics())]
+        if not existing:
+            return {}
+        described = await admin.describe_topics(existing)
+        return {topic["topic"]: len(topic["partitions"]) for topic in described
+                if topic["error_code"] == 0}
+    finally:
+        await admin.close()
+
+
+async def topic_config(client_config: Mapping[str, Any], topic: str, name: str) -> str | None:
+    """The value of config ``name`` of an existing ``topic``; None when the broker does not
+    report it. Asked for every config of the topic: some brokers refuse a filter by name."""
+    admin = AIOKafkaAdminClient(**client_config)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    for response in responses:
+        for error_code, _, _, resource, entries in response.resources:
+            if error_code != 0 or resource != topic:
+                continue
+            for entry in entries:
+                if entry[0] == name:
+                    return str(entry[1])
+    return None

@@ -66,8 +66,12 @@ def run(
         env = dict(os.environ)
         raise typer.Exit(supervise(settings.workers, env))
     from stream.app.service import run_member
+    from stream.kafka.config import BrokersUnreachable
 
-    run_member(settings)
+    try:
+        run_member(settings)
+    except BrokersUnreachable as unreachable:  # a supervisor restarts it, after a backoff
+        _fail("run", str(unreachable))
 
 
 @app.command()
@@ -150,19 +154,20 @@ def topics_ensure() -> None:
 
     from infra.topics import TopicCreationRefused
     from stream.kafka.config import unreachable_brokers
-    from stream.kafka.topics import ensure_topics, topic_names
+    from stream.kafka.topics import ensure_topics
 
     settings = _settings()
     _quiet_client_logs()
     try:
-        created = asyncio.run(ensure_topics(settings))
+        ensured = asyncio.run(ensure_topics(settings))
     except TopicCreationRefused as refused:
         _fail("topics ensure", str(refused))
     except (KafkaError, OSError) as exc:
         _fail("topics ensure", unreachable_brokers(settings, exc))
-    for name in topic_names(settings):
-        state = "created" if name in created else "exists"
-        typer.echo(f"{name}: {state} ({settings.partitions} partitions when created)")
+    for topic in ensured:
+        count = "?" if topic.partitions is None else topic.partitions
+        typer.echo(f"{topic.name}: {'created' if topic.created else 'exists'} "
+                   f"({count} partitions)")
 
 
 @app.command()

@@ -12,7 +12,10 @@ Rules, in the order they apply:
    that doubles from 0.5 s up to 10 s, and starts again from 0.5 s for a member that had run
    longer than ``window_s`` before it exited.
 4. More than ``max_deaths`` unexpected exits within ``window_s`` means the members keep dying
-   (a bad setting, an unreachable broker): the rest are stopped and the supervisor exits 1.
+   (an unreachable broker, a crash on start): the rest are stopped and the supervisor exits 1.
+5. A member that exits 2 was refused its configuration (``SettingsError``: a setting, a
+   plugin, a topic with too few partitions), which a restart cannot mend: nothing is
+   restarted, the rest are stopped and the supervisor exits 2.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class Supervisor:
     _members: list[_Member] = field(init=False, default_factory=list)
     _deaths: deque[float] = field(init=False, default_factory=deque)
     _stopping: bool = field(init=False, default=False)
+    _refused: bool = field(init=False, default=False)  # a member exited with a settings error
 
     def run(self) -> int:
         """Start the members and supervise them until they are all gone; the exit code."""
@@ -146,6 +150,8 @@ class Supervisor:
             if not alive and (self._stopping or failed):
                 break
             time.sleep(0.1)
+        if self._refused:
+            return SettingsError.exit_code
         codes = [m.process.returncode for m in self._members if m.process is not None]
         # A member the stop reached before it set up its signal handlers ended by the signal
         # itself: it had nothing to drain yet.
@@ -160,6 +166,13 @@ class Supervisor:
         if self._stopping:
             return False
         now = self.clock()
+        if process is not None and process.returncode == SettingsError.exit_code:
+            log.error("member %d (pid %d) was refused its configuration (exit %d; its reason "
+                      "is above): stopping, as a restart would be refused the same",
+                      member.index, process.pid, process.returncode)
+            self._refused = True
+            self._forward(signal.SIGTERM, None)
+            return False
         if process is not None:  # it just exited: count the death, schedule the restart
             if now - member.started_at > self.window_s:  # it ran well: restart it promptly
                 member.backoff_s = _FIRST_BACKOFF_S

@@ -83,6 +83,10 @@ def producer_config(settings: Settings, client_id: str = "chatstream-producer") 
     }
 
 
+class BrokersUnreachable(ConnectionError):
+    """No client could reach the configured brokers; the message says where and why."""
+
+
 def unreachable_brokers(settings: Settings, error: BaseException) -> str:
     """One line saying that no client could reach the configured brokers, and why."""
     detail = " ".join(str(error).split()) or type(error).__name__

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 
 from schemas.codec import DecodeError, decode_event
@@ -33,7 +34,12 @@ from stream.engine.work import WorkItem
 from stream.kafka.backpressure import Backpressure, starving_limit
 from stream.kafka.batches import OrderedBatches
 from stream.kafka.changelog import Changelog
-from stream.kafka.config import consumer_config, producer_config
+from stream.kafka.config import (
+    BrokersUnreachable,
+    consumer_config,
+    producer_config,
+    unreachable_brokers,
+)
 from stream.kafka.fair_fetch import Taken, take_in_turn
 from stream.kafka.handover import Membership
 from stream.kafka.ledger import CommitLedger
@@ -42,6 +48,7 @@ from stream.kafka.outcome import KafkaSink, LatencyObserver
 from stream.kafka.publisher import Publisher
 from stream.kafka.readiness import Readiness
 from stream.kafka.records import RecordSource
+from stream.kafka.topics import check_copartitioned
 from stream.observability.counters import EventCounters
 from stream.observability.tracing import mark_error, start_process_span, tracing_on
 from stream.settings import Settings
@@ -160,16 +167,16 @@ class StreamRunner:
     # -- the loop ------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set, then drain, commit and close everything."""
+        """Consume until ``stop`` is set, then drain, commit and close everything. The engine
+        is built before any client connects, so a step the settings get wrong (``SettingsError``)
+        ends the member before it reaches the brokers; brokers it cannot reach at start raise
+        ``BrokersUnreachable``."""
         self._traced = tracing_on()
         producer = AIOKafkaProducer(**producer_config(self.settings))
-        consumer = AIOKafkaConsumer(**consumer_config(self.settings))
-        await producer.start()
         try:
             publisher = Publisher(producer)
             batches = OrderedBatches(producer, publisher,
                                      max_batch_bytes=self.settings.producer_max_batch_bytes)
-            await batches.prepare([self.settings.response_topic])
             changelog = Changelog(self.settings, batches, self.counters,
                                   owned=self._serving) if self.settings.changelog else None
             self._sink = KafkaSink(publisher, batches, self.ledger, self.counters,
@@ -179,20 +186,8 @@ class StreamRunner:
             self.engine = self._engine_factory(self._sink)
             if changelog is not None:
                 self.engine.attach_session_log(changelog)
-            await self.engine.start()
-            try:
-                await consumer.start()
-            except BaseException:
-                await self.engine.stop(timeout_s=_ENGINE_GRACE_S)
-                raise
+            consumer = await self._connect(producer, batches, changelog is not None)
             self._consumer = consumer
-            if changelog is not None:
-                try:
-                    await _check_copartitioned(consumer, self.settings)
-                except BaseException:  # refused before joining: nothing to drain or commit
-                    await self.engine.stop(timeout_s=_ENGINE_GRACE_S)
-                    await _bounded(consumer.stop(), _CLIENT_STOP_S, "consumer stop")
-                    raise
             self._backpressure = Backpressure(consumer, self.settings.max_buffered, self.counters)
             if self.settings.enable_concurrent_manager and (starving := starving_limit(
                     self.settings.max_buffered, self.settings.max_in_flight)) is not None:
@@ -213,6 +208,29 @@ class StreamRunner:
                 await self._shut_down(consumer)
         finally:
             await _bounded(producer.stop(), _CLIENT_STOP_S, "producer stop")
+
+    async def _connect(self, producer: AIOKafkaProducer, batches: OrderedBatches,
+                       copartitioned: bool) -> AIOKafkaConsumer:
+        """Start the producer, the engine and the consumer (checking the changelog's partitions
+        when there is one); on any failure, stop what had started (the producer is the
+        caller's) and raise."""
+        assert self.engine is not None
+        consumer = AIOKafkaConsumer(**consumer_config(self.settings))
+        try:
+            try:
+                await producer.start()
+                await batches.prepare([self.settings.response_topic])
+                await self.engine.start()
+                await consumer.start()
+            except KafkaConnectionError as exc:
+                raise BrokersUnreachable(unreachable_brokers(self.settings, exc)) from exc
+            if copartitioned:
+                await _check_copartitioned(consumer, self.settings)
+        except BaseException:  # refused before joining: nothing to drain or commit
+            await self.engine.stop(timeout_s=_ENGINE_GRACE_S)
+            await _bounded(consumer.stop(), _CLIENT_STOP_S, "consumer stop")
+            raise
+        return consumer
 
     async def _consume_until(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None and self._backpressure is not None
@@ -327,10 +345,6 @@ class StreamRunner:
                        "consumer stop")
 
 
-class ChangelogMismatch(RuntimeError):
-    """The changelog topic is missing or not co-partitioned with the inbound topic."""
-
-
 async def _check_copartitioned(consumer: AIOKafkaConsumer, settings: Settings) -> None:
     """Refuse to start when the changelog cannot hold each inbound partition's sessions in the
     partition of the same number: publishing to a partition that does not exist would be
@@ -339,15 +353,8 @@ async def _check_copartitioned(consumer: AIOKafkaConsumer, settings: Settings) -
     # before members start (``chatstream topics ensure``).
     inbound = consumer.partitions_for_topic(settings.inbound_topic)
     changelog = consumer.partitions_for_topic(settings.changelog_topic)
-    if not changelog:
-        raise ChangelogMismatch(
-            f"changelog topic {settings.changelog_topic!r} does not exist: create it with "
-            "`chatstream topics ensure`, or set CHATSTREAM_CHANGELOG=false")
-    if inbound and len(changelog) < len(inbound):
-        raise ChangelogMismatch(
-            f"changelog topic {settings.changelog_topic!r} has {len(changelog)} partitions, "
-            f"the inbound topic {len(inbound)}: it needs at least as many (partition N holds "
-            "the sessions of inbound partition N)")
+    check_copartitioned(settings, len(inbound) if inbound else None,
+                        len(changelog) if changelog else None)
 
 
 class _StuckFetch:

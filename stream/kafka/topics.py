@@ -1,34 +1,89 @@
-"""The service's topics: inbound, responses, dead letters and the session changelog, all with
-the configured partition count and replication factor."""
+"""The service's topics: inbound, responses, dead letters and the session changelog.
+
+Rules, in the order they apply:
+1. Missing topics are created with CHATSTREAM_PARTITIONS partitions and
+   CHATSTREAM_REPLICATION_FACTOR replicas; existing ones are left as they are.
+2. The changelog is compacted, and created with as many partitions as the inbound topic has
+   (an existing inbound topic's own count, whatever CHATSTREAM_PARTITIONS says): its
+   partition N holds the sessions of inbound partition N.
+3. A changelog with fewer partitions than the inbound topic cannot hold them:
+   ``topics ensure`` and a member's start both refuse it (``ChangelogMismatch``, a
+   configuration error), naming both counts.
+4. An existing changelog whose ``cleanup.policy`` the broker reports without ``compact`` is
+   refused by ``topics ensure``: retention would delete the sessions of quiet conversations.
+"""
 
 from __future__ import annotations
 
-from infra.topics import TopicSpec, create_missing_topics
+from dataclasses import dataclass
+from typing import Any
+
+from infra.topics import TopicSpec, create_missing_topics, partition_counts, topic_config
 from stream.kafka.config import common_client_config
-from stream.settings import Settings
+from stream.settings import Settings, SettingsError
 
-__all__ = ["ensure_topics", "topic_names", "topic_specs"]
+__all__ = ["ChangelogMismatch", "EnsuredTopic", "check_copartitioned", "ensure_topics",
+           "topic_specs"]
 
 
-def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The inbound, response and dead-letter topics, and (when on) the session changelog:
-    compacted, and with as many partitions as the inbound topic gets here, since its partition
-    N holds the sessions of inbound partition N. Both take CHATSTREAM_PARTITIONS: an inbound
-    topic created earlier with another count is not looked up (members refuse to start on a
-    changelog with fewer partitions than it, naming both counts)."""
+class ChangelogMismatch(SettingsError):
+    """The changelog topic is missing or not co-partitioned with the inbound topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnsuredTopic:
+    name: str
+    created: bool
+    partitions: int | None  # None: the broker did not describe it
+
+
+def topic_specs(settings: Settings, inbound_partitions: int | None = None) -> list[TopicSpec]:
+    """The inbound, response and dead-letter topics, and (when on) the session changelog with
+    the inbound topic's partition count (``inbound_partitions`` when it exists already)."""
     specs = [TopicSpec(name, settings.partitions, settings.replication_factor)
              for name in (settings.inbound_topic, settings.response_topic, settings.dlq_topic)]
     if settings.changelog:
-        specs.append(TopicSpec(settings.changelog_topic, settings.partitions,
+        specs.append(TopicSpec(settings.changelog_topic, inbound_partitions or settings.partitions,
                                settings.replication_factor, {"cleanup.policy": "compact"}))
     return specs
 
 
-def topic_names(settings: Settings) -> list[str]:
-    return [spec.name for spec in topic_specs(settings)]
+def check_copartitioned(settings: Settings, inbound: int | None, changelog: int | None) -> None:
+    """Raise ``ChangelogMismatch`` unless the changelog (``changelog`` partitions, None when
+    missing) can hold each of the inbound topic's partitions (``inbound``; None: unknown)."""
+    if not changelog:
+        raise ChangelogMismatch(
+            f"changelog topic {settings.changelog_topic!r} does not exist: create it with "
+            "`chatstream topics ensure`, or set CHATSTREAM_CHANGELOG=false")
+    if inbound and changelog < inbound:
+        raise ChangelogMismatch(
+            f"changelog topic {settings.changelog_topic!r} has {changelog} partitions, the "
+            f"inbound topic {inbound}: it needs at least as many (partition N holds the "
+            "sessions of inbound partition N)")
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the service's missing topics; return the names that were created."""
-    return await create_missing_topics(common_client_config(settings, "chatstream-admin"),
-                                       topic_specs(settings))
+async def ensure_topics(settings: Settings) -> list[EnsuredTopic]:
+    """Create the service's missing topics (rules 1-2) and check the changelog (rule 3);
+    each topic with whether it was created and its partition count."""
+    config = common_client_config(settings, "chatstream-admin")
+    inbound = (await partition_counts(config, [settings.inbound_topic])).get(
+        settings.inbound_topic)
+    specs = topic_specs(settings, inbound)
+    created = set(await create_missing_topics(config, specs))
+    counts = await partition_counts(config, [spec.name for spec in specs])
+    if settings.changelog:
+        check_copartitioned(settings, counts.get(settings.inbound_topic),
+                            counts.get(settings.changelog_topic))
+        if settings.changelog_topic not in created:
+            await _check_compacted(settings, config)
+    return [EnsuredTopic(spec.name, spec.name in created, counts.get(spec.name))
+            for spec in specs]
+
+
+async def _check_compacted(settings: Settings, config: dict[str, Any]) -> None:
+    policy = await topic_config(config, settings.changelog_topic, "cleanup.policy")
+    if policy is not None and "compact" not in {p.strip() for p in policy.split(",")}:
+        raise ChangelogMismatch(
+            f"changelog topic {settings.changelog_topic!r} has cleanup.policy={policy}: it "
+            "needs compact, or retention deletes the sessions of quiet conversations (set it "
+            "with kafka-configs --alter --add-config cleanup.policy=compact)")

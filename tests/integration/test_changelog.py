@@ -10,13 +10,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from kafka_helpers import publish_events, running_chatstream
 
+from infra.topics import TopicSpec, create_missing_topics
 from stream.app.wiring import build_engine
 from stream.botkit.client import TopicWatcher
 from stream.engine.sessions import SessionState
 from stream.kafka.changelog import Changelog
-from stream.kafka.member import ChangelogMismatch, StreamRunner
+from stream.kafka.config import common_client_config
+from stream.kafka.member import StreamRunner
 from stream.kafka.publisher import Publisher
-from stream.kafka.topics import ensure_topics
+from stream.kafka.topics import ChangelogMismatch, ensure_topics
 from stream.observability.counters import EventCounters
 from stream.settings import Settings
 
@@ -147,14 +149,14 @@ async def test_restoring_a_thousand_sessions_is_bounded_and_measured(settings_fo
 async def test_a_changelog_with_fewer_partitions_is_refused_at_start(settings_for):
     """Partition N of the changelog holds inbound partition N's sessions: too few partitions is
     a clear start-up error, not a member that stalls on its first answer."""
-    narrow = settings_for(partitions=1)
-    await ensure_topics(narrow)  # the changelog gets 1 partition
-    settings = narrow.model_copy(update={"partitions": 4,
-                                         "inbound_topic": narrow.inbound_topic + "-wide"})
-    await ensure_topics(settings)  # inbound -wide: 4 partitions; the changelog already exists
+    settings = settings_for(partitions=4)
+    # Made by hand: ``ensure_topics`` itself refuses to leave topics in this state.
+    await create_missing_topics(common_client_config(settings, "test"), [
+        TopicSpec(settings.changelog_topic, 1), TopicSpec(settings.inbound_topic, 4),
+        TopicSpec(settings.response_topic, 4), TopicSpec(settings.dlq_topic, 4)])
     before = asyncio.all_tasks()
     runner = StreamRunner(settings, lambda sink: build_engine(settings, sink))
-    with pytest.raises(ChangelogMismatch, match="1 partitions"):
+    with pytest.raises(ChangelogMismatch, match="has 1 partitions, the inbound topic 4"):
         await runner.run(asyncio.Event())
     await asyncio.sleep(0)
     left = [t for t in asyncio.all_tasks() - before if not t.done()]

@@ -84,6 +84,14 @@ def test_members_that_keep_dying_make_the_supervisor_exit_non_zero(tmp_path):
     assert len(starts(logs[0])) == 3  # the first start and two restarts, then it gave up
 
 
+def test_a_member_refused_its_configuration_stops_the_supervisor_with_exit_two(tmp_path):
+    """Exit 2 is a settings error: a restart would be refused the same, so no member is
+    restarted, the others are stopped, and the supervisor exits 2 as the member did."""
+    supervisor, logs = start_supervisor(tmp_path, workers=2, first_exit=2, port=9200)
+    assert supervisor.wait(timeout=30) == 2
+    assert [len(starts(log)) for log in logs] in ([1, 1], [1, 0])
+
+
 def test_each_member_gets_its_own_group_instance_id():
     """With CHATSTREAM_GROUP_INSTANCE_ID set, member i gets '<id>-i'; unset, it stays unset."""
     from stream.app.supervisor import Supervisor
