@@ -84,8 +84,10 @@ def build_span_processor(env: Mapping[str, str] | None = None) -> SpanProcessor 
     return both
 
 
-def configure_tracing(env: Mapping[str, str] | None = None) -> TracerProvider | None:
-    """Install a tracer provider when the environment asks for export; return it (or None)."""
+def configure_tracing(env: Mapping[str, str] | None = None,
+                      default_service_name: str = DEFAULT_SERVICE_NAME) -> TracerProvider | None:
+    """Install a tracer provider when the environment asks for export; return it (or None).
+    Its ``service.name`` is ``default_service_name`` unless the environment names one."""
     env = os.environ if env is None else env
     processor = build_span_processor(env)
     if processor is None:
@@ -94,7 +96,7 @@ def configure_tracing(env: Mapping[str, str] | None = None) -> TracerProvider | 
     # OTEL_RESOURCE_ATTRIBUTES, as the specification says, and chatstream is the fallback.
     attributes = _resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES", ""))
     attributes["service.name"] = (env.get("OTEL_SERVICE_NAME") or attributes.get("service.name")
-                                  or DEFAULT_SERVICE_NAME)
+                                  or default_service_name)
     resource = Resource.create(attributes)
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(processor)

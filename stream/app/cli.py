@@ -48,6 +48,10 @@ class StageChoice(StrEnum):
     publish = "publish"
 
 
+# The service name of the spans `chatstream send` exports, unless OTEL_SERVICE_NAME says otherwise.
+SEND_SERVICE_NAME = "chatstream-send"
+
+
 def _settings(**overrides: object) -> Settings:
     return load_settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -88,6 +92,7 @@ def send(
     """Publish one chat event as a bot would."""
     from aiokafka.errors import KafkaError
 
+    from infra.telemetry import TelemetryConfigError, configure_tracing
     from schemas.codec import DecodeError
     from stream.botkit.replies import DeadLettered
     from stream.botkit.send import send_one
@@ -95,6 +100,10 @@ def send(
 
     settings = _settings()
     _quiet_client_logs()
+    try:  # the bot's publish opens the event's trace (a producer span) when OTEL asks for one
+        provider = configure_tracing(default_service_name=SEND_SERVICE_NAME)
+    except TelemetryConfigError as exc:
+        _fail("send", str(exc), code=2)
     try:
         response = asyncio.run(send_one(
             settings, bot=bot, channel=channel, user=user, text=text,
@@ -109,6 +118,9 @@ def send(
         _fail("send", f"published, but no response within {timeout:g} s")
     except (KafkaError, OSError) as exc:
         _fail("send", unreachable_brokers(settings, exc))
+    finally:
+        if provider is not None:
+            provider.shutdown()  # exports the spans before the process ends
     if response is not None:
         typer.echo(orjson.dumps(response, option=orjson.OPT_INDENT_2).decode())
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from kafka_helpers import running_chatstream
+from kafka_helpers import read_to_end, running_chatstream
 
 from stream.botkit.send import send_one
 from stream.kafka.topics import ensure_topics
@@ -77,11 +77,38 @@ def test_an_unreachable_broker_is_one_line_and_exit_1(command):
     assert "cannot reach the brokers at 127.0.0.1:9" in lines[0]
 
 
-def _chatstream(*args: str):  # type: ignore[no-untyped-def]
+async def test_send_opens_the_events_trace_when_otel_asks_for_export(settings_for):
+    """The bot's publish is the trace's first span: exported (to the console here) under the
+    command's own service name, and its context travels in the record's headers, where the
+    member's process span picks it up."""
+    import asyncio
+
+    settings = settings_for()
+    await ensure_topics(settings)
+    result = await asyncio.to_thread(
+        _chatstream, "send", "trace me", KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        CHATSTREAM_INBOUND_TOPIC=settings.inbound_topic, OTEL_TRACES_EXPORTER="console")
+    assert result.returncode == 0, result.stderr
+    assert '"name": "send chat.inbound"' in result.stdout
+    assert '"service.name": "chatstream-send"' in result.stdout
+    (record,) = await read_to_end(settings, settings.inbound_topic)
+    headers = dict(record.headers)
+    trace_id = headers["traceparent"].decode().split("-")[1]
+    assert f'"trace_id": "0x{trace_id}"' in result.stdout
+
+
+def test_send_refuses_an_otel_setting_it_cannot_use():
+    result = _chatstream("send", "hi", OTEL_TRACES_EXPORTER="bogus")
+    assert result.returncode == 2
+    assert result.stderr.startswith("chatstream send: ") and "bogus" in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def _chatstream(*args: str, **env: str):  # type: ignore[no-untyped-def]
     import subprocess
     import sys
 
     return subprocess.run(
         [sys.executable, "-c", "from stream.app.cli import main; main()", *args],
-        env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "PATH": "/usr/bin:/bin"},
+        env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "PATH": "/usr/bin:/bin", **env},
         capture_output=True, text=True, timeout=120)
