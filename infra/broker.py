@@ -62,6 +62,19 @@ def free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _check_port_free(port: int) -> None:
+    """Raise BrokerError if something listens on the loopback ``port`` already: the broker
+    would die binding it, after whatever listens there had answered its readiness probe."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Closed connections lingering in TIME_WAIT do not count; only a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError as exc:
+            raise BrokerError(f"cannot listen on {LOOPBACK}:{port}: {exc.strerror} (another "
+                              "broker there? choose another port, or 0 for a free one)") from None
+
+
 def _broker_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(_BROKER_ENV_BLOCKLIST)}
 
@@ -106,6 +119,8 @@ class EmbeddedBroker:
         if self._process is not None:
             return self
         binary = find_broker_binary()
+        if self.port:
+            _check_port_free(self.port)
         self.port = self.port or free_loopback_port()
         url = f"tcp://{LOOPBACK}:{self.port}"
         # A file, not a pipe: an undrained pipe would block the broker once it fills up.

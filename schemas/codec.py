@@ -27,7 +27,8 @@ def _summarise(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False)[:5]:
         where = ".".join(str(p) for p in item["loc"]) or "<root>"
-        parts.append(f"{where}: {item['msg']}")
+        # pydantic prefixes the message of a validator's ValueError; the reason reads better bare
+        parts.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 

@@ -7,7 +7,14 @@ import os
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.limits import InputLimits
@@ -329,13 +336,27 @@ class Settings(BaseSettings):
         description="lowest level logged",
     )
 
+    @field_validator("security_protocol", "sasl_mechanism", "log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        """Names of protocols, mechanisms and levels are read in any case (``sasl_ssl``)."""
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _readable_file(cls, value: str | None) -> str | None:
+        """A path the TLS context would fail on later, with an error naming no variable."""
+        if value is not None and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+            raise ValueError("no readable file at that path")
+        return value
+
     @model_validator(mode="after")
     def _security_combinations(self) -> Settings:
-        has_credentials = self.sasl_mechanism and self.sasl_username and self.sasl_password
-        if self.security_protocol.startswith("SASL") and not has_credentials:
+        missing = [_variable_of(name) for name in ("sasl_mechanism", "sasl_username",
+                                                   "sasl_password") if not getattr(self, name)]
+        if self.security_protocol.startswith("SASL") and missing:
             raise ValueError(
-                "KAFKA_SECURITY_PROTOCOL=SASL_* needs KAFKA_SASL_MECHANISM, "
-                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+                f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs {', '.join(missing)}"
             )
         if self.enable_idempotence and self.producer_acks != "all":
             raise ValueError(
@@ -398,13 +419,14 @@ _SUGGESTIONS = {
 def describe_error(error: ValidationError) -> str:
     """One line: the variable, the bad value, what is expected, and a suggestion."""
     item = error.errors(include_url=False)[0]
+    message = item["msg"].removeprefix("Value error, ")  # a validator's own ValueError
     if not item["loc"]:
-        return f"invalid configuration: {item['msg'].removeprefix('Value error, ')}"
+        return f"invalid configuration: {message}"
     variable = _variable_for(str(item["loc"][0]))
     value = item.get("input")
     hint = _SUGGESTIONS.get(item["type"])
     suffix = f" ({hint})" if hint else ""
-    return f"invalid {variable}={value!r}: {item['msg']}{suffix}"
+    return f"invalid {variable}={value!r}: {message}{suffix}"
 
 
 # What puts another process on the same broker, group and topics (a member started by a test or

@@ -96,7 +96,7 @@ def send(
     from schemas.codec import DecodeError
     from stream.botkit.replies import DeadLettered
     from stream.botkit.send import send_one
-    from stream.kafka.config import unreachable_brokers
+    from stream.kafka.config import broker_failure
 
     settings = _settings()
     _quiet_client_logs()
@@ -115,9 +115,10 @@ def send(
     except DeadLettered as dead:
         _fail("send", str(dead))
     except TimeoutError:
-        _fail("send", f"published, but no response within {timeout:g} s")
+        _fail("send", f"published, but no response within {timeout:g} s: is `chatstream run` "
+                      "running on these brokers and topics?")
     except (KafkaError, OSError) as exc:
-        _fail("send", unreachable_brokers(settings, exc))
+        _fail("send", broker_failure(settings, exc))
     finally:
         if provider is not None:
             provider.shutdown()  # exports the spans before the process ends
@@ -143,13 +144,18 @@ def demo(
 @app.command()
 def broker(port: Annotated[int, typer.Option(help="loopback port (0: any free)")] = 9092) -> None:
     """Run the embedded broker in the foreground and print its bootstrap address."""
-    from infra.broker import EmbeddedBroker
+    from infra.broker import BrokerError, EmbeddedBroker
 
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)  # stop the broker child on SIGTERM too
-    with EmbeddedBroker(port=port) as embedded:
+    embedded = EmbeddedBroker(port=port)
+    try:
+        embedded.start()
+    except BrokerError as exc:
+        _fail("broker", str(exc))
+    with embedded:
         typer.echo(f"KAFKA_BOOTSTRAP_SERVERS={embedded.bootstrap_servers}")
         typer.echo("memory-only broker running; Ctrl-C stops it (and loses its data)")
         try:
@@ -157,6 +163,8 @@ def broker(port: Annotated[int, typer.Option(help="loopback port (0: any free)")
                 embedded.wait(1.0)
         except KeyboardInterrupt:
             pass
+        if not embedded.alive():  # it ended on its own: say why
+            _fail("broker", f"the broker exited: {embedded.log_tail()}")
 
 
 @topics_app.command("ensure")
@@ -165,7 +173,7 @@ def topics_ensure() -> None:
     from aiokafka.errors import KafkaError
 
     from infra.topics import TopicCreationRefused
-    from stream.kafka.config import unreachable_brokers
+    from stream.kafka.config import broker_failure
     from stream.kafka.topics import ensure_topics
 
     settings = _settings()
@@ -175,7 +183,7 @@ def topics_ensure() -> None:
     except TopicCreationRefused as refused:
         _fail("topics ensure", str(refused))
     except (KafkaError, OSError) as exc:
-        _fail("topics ensure", unreachable_brokers(settings, exc))
+        _fail("topics ensure", broker_failure(settings, exc))
     for topic in ensured:
         count = "?" if topic.partitions is None else topic.partitions
         typer.echo(f"{topic.name}: {'created' if topic.created else 'exists'} "
@@ -248,6 +256,7 @@ def dlq_inspect(
     from stream.ops.dlq import DeadLetterToolError, inspect
     from stream.ops.dlq_report import inspection_data, render_inspection
 
+    _quiet_client_logs()
     try:
         found = asyncio.run(inspect(_settings(), limit=limit, idle_timeout_s=idle_timeout,
                                     deadline_s=timeout))
@@ -281,6 +290,7 @@ def dlq_replay(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--since") from None
     selection = Selection(stage.value if stage else None, error_type, since_ms)
+    _quiet_client_logs()
     try:
         report = asyncio.run(replay(_settings(), selection, dry_run=dry_run, force=force,
                                     idle_timeout_s=idle_timeout, deadline_s=timeout))
@@ -311,8 +321,9 @@ def config_reference(
         else:
             typer.echo(render())
     except ReferenceMismatch as exc:
-        typer.echo(f"chatstream config reference: {exc}", err=True)
-        raise typer.Exit(1) from None
+        _fail("config reference", str(exc))
+    except OSError as exc:  # a file that is not there, or cannot be read or written
+        _fail("config reference", f"{exc.filename}: {exc.strerror}")
 
 
 def _fail(command: str, reason: str, code: int = 1) -> NoReturn:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+from aiokafka.errors import KafkaConnectionError
+
 from stream.settings import Settings
 
 
@@ -84,10 +86,18 @@ def producer_config(settings: Settings, client_id: str = "chatstream-producer") 
 
 
 class BrokersUnreachable(ConnectionError):
-    """No client could reach the configured brokers; the message says where and why."""
+    """A client could not start: the brokers could not be reached, or refused it; the message
+    says which, where and why."""
 
 
-def unreachable_brokers(settings: Settings, error: BaseException) -> str:
-    """One line saying that no client could reach the configured brokers, and why."""
+def broker_failure(settings: Settings, error: BaseException) -> str:
+    """One line saying why a client could not start against the configured brokers: they could
+    not be reached (a connection error, a timeout), or they refused it (any other Kafka error:
+    a broker without idempotent producers refuses ``enable_idempotence``'s first request)."""
     detail = " ".join(str(error).split()) or type(error).__name__
-    return f"cannot reach the brokers at {settings.kafka_bootstrap_servers}: {detail}"
+    where = f"the brokers at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS)"
+    if isinstance(error, KafkaConnectionError | OSError | TimeoutError):
+        return f"cannot reach {where}: {detail}"
+    hint = (" (CHATSTREAM_ENABLE_IDEMPOTENCE=true: brokers without idempotent producers "
+            "refuse it; set it to false for them)") if settings.enable_idempotence else ""
+    return f"{where} refused the client: {detail}{hint}"

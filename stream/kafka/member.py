@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from schemas.codec import DecodeError, decode_event
@@ -36,9 +36,9 @@ from stream.kafka.batches import OrderedBatches
 from stream.kafka.changelog import Changelog
 from stream.kafka.config import (
     BrokersUnreachable,
+    broker_failure,
     consumer_config,
     producer_config,
-    unreachable_brokers,
 )
 from stream.kafka.fair_fetch import Taken, take_in_turn
 from stream.kafka.handover import Membership
@@ -222,8 +222,8 @@ class StreamRunner:
                 await batches.prepare([self.settings.response_topic])
                 await self.engine.start()
                 await consumer.start()
-            except KafkaConnectionError as exc:
-                raise BrokersUnreachable(unreachable_brokers(self.settings, exc)) from exc
+            except KafkaError as exc:  # unreachable, or refused (idempotence on a broker without)
+                raise BrokersUnreachable(broker_failure(self.settings, exc)) from exc
             if copartitioned:
                 await _check_copartitioned(consumer, self.settings)
         except BaseException:  # refused before joining: nothing to drain or commit

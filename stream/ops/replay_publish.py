@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
-from stream.kafka.config import producer_config, unreachable_brokers
+from stream.kafka.config import broker_failure, producer_config
 from stream.kafka.dead_letter import REPLAY_MARKER_HEADER
 from stream.ops.topic_read import TopicUnavailable
 from stream.settings import Settings
@@ -71,7 +71,7 @@ async def publish_replays(settings: Settings, replays: Sequence[Replay], *,
         try:
             await asyncio.wait_for(producer.start(), _CONNECT_TIMEOUT_S)
         except (KafkaError, TimeoutError) as exc:
-            raise TopicUnavailable(unreachable_brokers(settings, exc)) from None
+            raise TopicUnavailable(broker_failure(settings, exc)) from None
         # A partition the topic no longer has (it was recreated smaller) falls back to the key.
         try:
             existing = await asyncio.wait_for(producer.partitions_for(settings.inbound_topic),

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from stream.kafka.config import common_client_config, unreachable_brokers
+from stream.kafka.config import broker_failure, common_client_config
 from stream.settings import Settings
 
 _POLL_MS = 200
@@ -63,7 +63,7 @@ class TopicReader:
         try:
             await asyncio.wait_for(consumer.start(), _CONNECT_TIMEOUT_S)
         except (KafkaError, TimeoutError) as exc:
-            raise TopicUnavailable(unreachable_brokers(self._settings, exc)) from None
+            raise TopicUnavailable(broker_failure(self._settings, exc)) from None
         found = consumer.partitions_for_topic(self.topic)
         if not found:
             raise TopicUnavailable(f"topic {self.topic!r} not found at {servers} "

@@ -63,11 +63,12 @@ def test_send_refuses_what_chatstream_would_dead_letter_before_connecting():
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "chatstream send: not published, chatstream would dead-letter it: validation: "
-        "ValidationError: content: Value error, content has 5000 characters, the limit is 4000"]
+        "ValidationError: content: content has 5000 characters, the limit is 4000"]
 
 
 @pytest.mark.parametrize("command", [("send", "hello"), ("send", "--wait", "hello"),
-                                     ("topics", "ensure")])
+                                     ("topics", "ensure"), ("dlq", "inspect"),
+                                     ("dlq", "replay", "--dry-run")])
 def test_an_unreachable_broker_is_one_line_and_exit_1(command):
     result = _chatstream(*command)
     assert result.returncode == 1

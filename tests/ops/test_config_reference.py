@@ -76,6 +76,11 @@ def test_the_command_prints_and_checks(tmp_path):
     stale.write_text(f"{START}\n{END}\n")
     failed = runner.invoke(app, ["config", "reference", "--check", str(stale)])
     assert failed.exit_code == 1 and "out of date" in failed.output
+    for option in ("--check", "--write"):
+        missing = runner.invoke(app, ["config", "reference", option, str(tmp_path / "no.md")])
+        assert missing.exit_code == 1
+        assert missing.output == (f"chatstream config reference: {tmp_path / 'no.md'}: "
+                                  "No such file or directory\n")
 
 
 def test_the_reference_is_the_same_on_a_machine_with_other_cpus(monkeypatch):

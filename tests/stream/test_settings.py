@@ -119,3 +119,42 @@ def test_overrides_are_by_field_name_and_unknown_ones_are_refused():
     assert load_settings(max_in_flight=7).max_in_flight == 7
     with pytest.raises(TypeError, match="max_in_fligth"):
         load_settings(max_in_fligth=7)
+
+
+def test_protocols_mechanisms_and_levels_are_read_in_any_case(monkeypatch):
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "sasl_ssl")
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "scram-sha-512")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "bot")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "secret")
+    monkeypatch.setenv("CHATSTREAM_LOG_LEVEL", " info")
+    settings = load_settings()
+    assert (settings.security_protocol, settings.sasl_mechanism, settings.log_level) == (
+        "SASL_SSL", "SCRAM-SHA-512", "INFO")
+
+
+def test_sasl_without_some_credentials_names_only_those_missing(monkeypatch):
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "bot")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert str(refused.value) == ("invalid configuration: KAFKA_SECURITY_PROTOCOL="
+                                  "SASL_PLAINTEXT needs KAFKA_SASL_PASSWORD")
+
+
+@pytest.mark.parametrize("variable", ["KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE",
+                                      "KAFKA_SSL_KEYFILE"])
+def test_a_tls_file_that_is_not_there_is_refused_naming_its_variable(monkeypatch, tmp_path,
+                                                                     variable):
+    """Found only when the first client builds its TLS context, it would end the member with
+    a FileNotFoundError naming neither the variable nor the path."""
+    missing = tmp_path / "absent.pem"
+    monkeypatch.setenv(variable, str(missing))
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert str(refused.value) == f"invalid {variable}={str(missing)!r}: no readable file at " \
+                                 "that path"
+    present = tmp_path / "present.pem"
+    present.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv(variable, str(present))
+    assert str(present) in repr(load_settings())
