@@ -26,6 +26,22 @@ config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
 app.add_typer(config_app, name="config")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"chatstream {version('chatstream')}")
+        raise typer.Exit
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print chatstream's version and exit")] = False,
+) -> None:
+    """Kafka stream processor for chat bots."""
+
+
 class PriorityChoice(StrEnum):
     critical = "critical"
     high = "high"
@@ -202,15 +218,21 @@ def schema() -> None:
 
 @app.command()
 def stats(
-    url: Annotated[str, typer.Option(help="base URL of a running chatstream")] =
-        "http://127.0.0.1:8080",
+    url: Annotated[str | None, typer.Option(
+        help="base URL of a running member (host:port is enough); default: "
+        "CHATSTREAM_HTTP_HOST and CHATSTREAM_HTTP_PORT")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="raw JSON")] = False,
 ) -> None:
     """Print a running processor's performance stats."""
-    from stream.observability.stats_view import StatsUnavailable, fetch_stats, render_stats
+    from stream.observability.stats_view import (
+        StatsUnavailable,
+        fetch_stats,
+        member_url,
+        render_stats,
+    )
 
     try:
-        data = fetch_stats(url)
+        data = fetch_stats(member_url(url, _settings()))
     except StatsUnavailable as exc:
         typer.echo(f"chatstream stats: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -147,8 +147,6 @@ class Service:
         if stop is None:
             stop = asyncio.Event()
             install_stop_signals(stop)
-        log.info("chatstream joining group %r on %s, topic %s", settings.group_id,
-                 settings.kafka_bootstrap_servers, settings.inbound_topic)
         http = None
         if settings.http_port is not None:
             from stream.observability.http import start_http_server

@@ -168,6 +168,10 @@ async def run_demo(settings: Settings, *, duration_s: float, rate: float, channe
         stop.set()
         await service
         if runner.engine is not None:
-            print(f"chatstream: {runner.engine.get_performance_stats()['performance']}", flush=True)
-        print(f"SUMMARY: {summary.line()}", flush=True)
+            inside = runner.engine.get_performance_stats()["performance"]
+            print(f"inside the member (admission to answer, no broker hops): "
+                  f"p50 {inside['p50_response_time_ms']:.2f} ms, "
+                  f"p99 {inside['p99_response_time_ms']:.2f} ms, "
+                  f"{inside['total_degraded']} degraded", flush=True)
+        print(f"SUMMARY (bot's send to the response's arrival): {summary.line()}", flush=True)
         return summary

@@ -186,6 +186,8 @@ class StreamRunner:
             self.engine = self._engine_factory(self._sink)
             if changelog is not None:
                 self.engine.attach_session_log(changelog)
+            log.info("chatstream joining group %r on %s, topic %s", self.settings.group_id,
+                     self.settings.kafka_bootstrap_servers, self.settings.inbound_topic)
             consumer = await self._connect(producer, batches, changelog is not None)
             self._consumer = consumer
             self._backpressure = Backpressure(consumer, self.settings.max_buffered, self.counters)

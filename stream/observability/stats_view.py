@@ -6,9 +6,25 @@ from typing import Any
 
 import httpx
 
+from stream.settings import Settings
+
 
 class StatsUnavailable(RuntimeError):
     pass
+
+
+def member_url(given: str | None, settings: Settings) -> str:
+    """The base URL to read: ``given`` (``http://`` added to a bare host:port), else the
+    member's own address from the settings; ``StatsUnavailable`` when neither says one."""
+    if given:
+        return given if "://" in given else f"http://{given}"
+    if not settings.http_port:  # unset, or 0: each member picked a free port and logged it
+        raise StatsUnavailable(
+            "no --url, and CHATSTREAM_HTTP_PORT names no port: give --url with the address a "
+            "member logs at start (\"serving /metrics, /stats ... on http://...\"), or set "
+            "CHATSTREAM_HTTP_PORT as the member has it")
+    host = f"[{settings.http_host}]" if ":" in settings.http_host else settings.http_host
+    return f"http://{host}:{settings.http_port}"
 
 
 def fetch_stats(base_url: str, timeout_s: float = 5.0) -> dict[str, Any]:

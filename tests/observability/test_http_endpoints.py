@@ -162,6 +162,22 @@ def test_stats_command_fails_clearly_when_nothing_listens():
     assert result.stderr.startswith(f"chatstream stats: cannot read http://127.0.0.1:{port}/stats")
 
 
+def test_stats_command_finds_the_member_from_its_settings_or_a_bare_address():
+    """Without --url it reads the address the settings give the member; a bare host:port is
+    a URL; with neither there is a hint, not a guess at a port."""
+    from stream.observability.stats_view import StatsUnavailable, member_url
+    from stream.settings import load_settings
+
+    settings = load_settings(http_port=9312, http_host="0.0.0.0")
+    assert member_url(None, settings) == "http://0.0.0.0:9312"
+    assert member_url(None, load_settings(http_port=9312, http_host="::1")) == "http://[::1]:9312"
+    assert member_url("127.0.0.1:9400", settings) == "http://127.0.0.1:9400"
+    assert member_url("https://stats.example:443", settings) == "https://stats.example:443"
+    for unset in (None, 0):
+        with pytest.raises(StatsUnavailable, match="no --url, and CHATSTREAM_HTTP_PORT names"):
+            member_url(None, load_settings(http_port=unset))
+
+
 @pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999"])
 def test_stats_command_fails_clearly_on_an_address_that_is_not_a_url(url):
     result = CliRunner().invoke(app, ["stats", "--url", url])
