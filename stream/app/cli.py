@@ -292,9 +292,11 @@ def dlq_inspect(
 @dlq_app.command("replay")
 def dlq_replay(
     stage: Annotated[StageChoice | None, typer.Option(help="only this stage")] = None,
-    error_type: Annotated[str | None, typer.Option(help="only this error type")] = None,
+    error_type: Annotated[str | None, typer.Option(help="only this error type (any case)")
+                          ] = None,
     since: Annotated[str | None, typer.Option(help="only dead-lettered at or after this "
-                                              "ISO 8601 time (UTC without an offset)")] = None,
+                                              "ISO 8601 time (read as UTC when it has no "
+                                              "offset)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print, publish nothing")] = False,
     force: Annotated[bool, typer.Option("--force", help="replay already replayed ones too")
                      ] = False,

@@ -121,7 +121,8 @@ class Selection:
 
     def matches(self, letter: DeadLetter) -> bool:
         return ((self.stage is None or letter.stage == self.stage)
-                and (self.error_type is None or letter.error_type == self.error_type)
+                and (self.error_type is None
+                     or letter.error_type.casefold() == self.error_type.casefold())
                 and (self.since_ms is None or letter.timestamp_ms >= self.since_ms))
 
 

@@ -37,6 +37,8 @@ def test_selection_matches_every_given_criterion():
     assert Selection().matches(late)
     assert Selection(stage="processing", error_type="RuntimeError", since_ms=5000).matches(late)
     assert not Selection(stage="validation").matches(late)
+    assert Selection(error_type="runtimeerror").matches(late)  # as typed, in any case
+    assert not Selection(error_type="Runtime").matches(late)
     assert not Selection(since_ms=5001).matches(late)
 
 
