@@ -167,6 +167,25 @@ class ChatEvent(BaseModel):
         return value
 
 
+def chat_event_schema(limits: InputLimits | None = None) -> dict[str, Any]:
+    """The JSON Schema of ``ChatEvent`` as a bot in another language needs it: with the input
+    limits (``limits``, else the defaults) that the decoder enforces beyond the model's types:
+    content's length in characters, and metadata's size and depth in the descriptions (JSON
+    Schema cannot bound a size in bytes)."""
+    limits = limits or InputLimits()
+    schema = ChatEvent.model_json_schema()
+    schema["description"] = (
+        "One chat message as a bot publishes it to the inbound topic, keyed by channel_id. "
+        "Fields not named here are ignored. A record longer than "
+        f"{limits.max_record_bytes} bytes is refused whatever its fields.")
+    properties = schema["properties"]
+    properties["content"]["maxLength"] = limits.max_content_chars
+    properties["metadata"]["description"] = (
+        f"a JSON object of at most {limits.max_metadata_bytes} bytes as compact JSON, nested "
+        f"at most {limits.max_metadata_depth} levels deep")
+    return schema
+
+
 class ProcessorStatus(StrEnum):
     OK = "ok"
     FAILED = "failed"

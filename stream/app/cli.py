@@ -208,10 +208,11 @@ def topics_ensure() -> None:
 
 @app.command()
 def schema() -> None:
-    """Print the JSON Schemas of ChatEvent and ResponseEvent."""
-    from schemas.events import ChatEvent, ResponseEvent
+    """Print the JSON Schemas of ChatEvent (with the configured input limits) and
+    ResponseEvent."""
+    from schemas.events import ResponseEvent, chat_event_schema
 
-    schemas = {"ChatEvent": ChatEvent.model_json_schema(),
+    schemas = {"ChatEvent": chat_event_schema(_settings().input_limits),
                "ResponseEvent": ResponseEvent.model_json_schema()}
     typer.echo(orjson.dumps(schemas, option=orjson.OPT_INDENT_2).decode())
 

@@ -76,6 +76,9 @@ class SessionState:
     partition: Hashable | None = None  # where its events come from; released on revocation
     # Which life of its key the session's changelog records belong to (session_documents).
     changelog_incarnation: str | None = None
+    # The window slots its key held in the changelog when it was restored: after the window
+    # shrank, those past the new size are never written again, and its end tombstones them too.
+    changelog_slots: frozenset[int] = frozenset()
 
     @classmethod
     def new(cls, key: SessionKey, now: float, history_size: int) -> SessionState:

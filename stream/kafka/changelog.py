@@ -15,7 +15,8 @@ Rules, in the order they apply:
    session id. Restoring reads version 2 changelogs too (a header record per session beside
    its message slots).
 2. A session that ends for good (expired or evicted) gets tombstones (the slots its window
-   filled, and its own key: its marker or version 2 header), queued behind its last records;
+   filled, those its key held when it was restored, which a window shrunk since never
+   writes again, and its own key: its marker or version 2 header), queued behind its last records;
    one handed over, or ending while its partition is being handed over, does not (its state
    is the next owner's). Without the record under its own key a session is not restored,
    whatever slots are left.
@@ -36,7 +37,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -81,6 +82,8 @@ class Restored:
     documents: list[tuple[Any, list[Any]]]  # per session: its header and its slots' messages
     records_read: int
     complete: bool
+    # Per session id: the slot numbers its key holds in the changelog (any life's).
+    slots: dict[str, frozenset[int]] = field(default_factory=dict)
 
 
 class Changelog:
@@ -120,8 +123,9 @@ class Changelog:
         session = state.session_id
         size = self._settings.session_history_size
         count = state.message_count
-        keys = [_slot_key(session, slot_of(n, size))
-                for n in range(max(1, count - size + 1), count + 1)] + [session.encode()]
+        filled = {slot_of(n, size) for n in range(max(1, count - size + 1), count + 1)}
+        keys = [_slot_key(session, slot) for slot in sorted(filled | state.changelog_slots)]
+        keys.append(session.encode())
 
         def written(error: BaseException | None) -> None:
             if error is not None:  # a lost tombstone only keeps a stale session restorable
@@ -149,7 +153,7 @@ class Changelog:
                 log.warning("changelog of %s[%d] not read to its end within %.1f s: its "
                             "sessions start empty", tp.topic, tp.partition, timeout_s)
                 continue
-            states = self._states(restored.documents)
+            states = self._states(restored.documents, restored.slots)
             installed_here = engine.restore_sessions(states, tp)
             if installed_here < len(states):
                 log.warning("%d sessions of %s[%d] not restored: live here already, or no free "
@@ -163,14 +167,17 @@ class Changelog:
                  installed, len(assigned), read, elapsed)
         return installed
 
-    def _states(self, documents: list[tuple[Any, list[Any]]]) -> list[SessionState]:
+    def _states(self, documents: list[tuple[Any, list[Any]]],
+                slots: dict[str, frozenset[int]]) -> list[SessionState]:
         now, states = time.monotonic(), []
         for header, messages in documents:
             try:
-                states.append(from_records(header, messages, now,
-                                           self._settings.session_history_size))
+                state = from_records(header, messages, now, self._settings.session_history_size)
             except ValueError as exc:
                 log.warning("changelog record skipped, that session starts empty: %s", exc)
+                continue
+            state.changelog_slots = slots.get(state.session_id, frozenset())
+            states.append(state)
         return states
 
     async def restore(self, partitions: Collection[int], timeout_s: float
@@ -219,12 +226,15 @@ async def _read_to_end(consumer: AIOKafkaConsumer, topic: str, found: dict[int, 
     for partition, values in latest.items():
         headers: dict[bytes, tuple[int, bytes]] = {}
         slots: dict[bytes, list[tuple[int, bytes]]] = {}
+        numbers: dict[bytes, set[int]] = {}
         for key, (offset, value) in values.items():
             if value is None:
                 continue
-            session, slotted, _ = key.partition(_SLOT_SEPARATOR)
+            session, slotted, slot = key.partition(_SLOT_SEPARATOR)
             if slotted:
                 slots.setdefault(session, []).append((offset, value))
+                if slot.isdigit():
+                    numbers.setdefault(session, set()).add(int(slot))
             else:
                 headers[key] = (offset, value)
         documents = []
@@ -243,6 +253,9 @@ async def _read_to_end(consumer: AIOKafkaConsumer, topic: str, found: dict[int, 
         # written most recently get them.
         documents.sort(key=lambda document: document[0], reverse=True)
         found[partition].documents.extend((header, messages) for _, header, messages in documents)
+        found[partition].slots.update(
+            (session.decode(errors="replace"), frozenset(held)) for session, held in numbers.items()
+            if session in headers)
 
 
 # Session ids never hold it: their parts are percent-quoted (``session_id_for``).

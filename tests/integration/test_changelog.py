@@ -81,6 +81,26 @@ async def test_an_expired_session_leaves_a_tombstone_and_is_not_restored(setting
     assert records[0][1] != records[4][1]  # another incarnation
 
 
+async def test_a_session_restored_into_a_smaller_window_tombstones_every_slot_it_held(
+        settings_for):
+    """Slots past a window shrunk since the last member are never written again: when the
+    session ends, its tombstones cover them too, so compaction leaves nothing of it behind."""
+    wide = settings_for(partitions=1, session_history_size=6)
+    async with running_chatstream(wide) as runner:
+        await answer(wide, runner, [turn(i, f"message {i}", user="shrunk") for i in range(6)])
+    narrow = wide.model_copy(update={"session_history_size": 3,
+                                     "session_timeout_minutes": 1 / 60})
+    async with running_chatstream(narrow) as runner:
+        async with asyncio.timeout(20):  # restored, then expired (idle past its timeout)
+            while runner.counters.sessions_restored == 0 or (
+                    len(runner.engine.sessions) if runner.engine else 0):  # type: ignore[attr-defined]
+                await asyncio.sleep(0.1)
+        # Six slots and the marker, then a tombstone for each of them.
+        records = await changelog_records(narrow, at_least=14)
+    latest = {key: value for key, value in records}
+    assert len(latest) == 7 and all(value is None for value in latest.values()), latest
+
+
 async def changelog_records(settings: Settings, at_least: int, timeout_s: float = 30
                             ) -> list[tuple[bytes | None, bytes | None]]:
     """The changelog's records from the start: read until there are ``at_least`` and a fetch

@@ -22,7 +22,8 @@ from schemas import (
     encode,
     response_id_for,
 )
-from schemas.events import RESPONSE_NAMESPACE
+from schemas.events import RESPONSE_NAMESPACE, chat_event_schema
+from schemas.limits import InputLimits
 
 VALID = {"event_id": "e1", "bot_id": "b", "channel_id": "c", "user_id": "u", "content": "hi"}
 
@@ -207,7 +208,7 @@ def test_what_decodes_is_valid_by_the_published_json_schema(changes):
 
     document = {**VALID, **changes}
     _decode(**changes)
-    jsonschema.validate(document, ChatEvent.model_json_schema())
+    jsonschema.validate(document, chat_event_schema())
 
 
 @pytest.mark.parametrize("stamp", [True, -5, 32_503_680_000])
@@ -217,4 +218,22 @@ def test_epoch_timestamps_the_decoder_refuses_the_schema_refuses_too(stamp):
     with pytest.raises(DecodeError):
         _decode(timestamp=stamp)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**VALID, "timestamp": stamp}, ChatEvent.model_json_schema())
+        jsonschema.validate({**VALID, "timestamp": stamp}, chat_event_schema())
+
+
+def test_the_published_schema_bounds_content_as_the_decoder_does():
+    """The configured limit, in characters (not bytes: JSON Schema counts code points too)."""
+    import jsonschema
+
+    limits = InputLimits(max_content_chars=10)
+    schema = chat_event_schema(limits)
+    at_limit = {**VALID, "content": "é" * 10}
+    decode_event(orjson.dumps(at_limit), limits)
+    jsonschema.validate(at_limit, schema)
+    over = {**VALID, "content": "é" * 11}
+    with pytest.raises(DecodeError):
+        decode_event(orjson.dumps(over), limits)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(over, schema)
+    assert "8192 bytes" in schema["properties"]["metadata"]["description"]
+    assert "InputLimits" not in schema["description"]
