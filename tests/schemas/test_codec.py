@@ -23,7 +23,6 @@ from schemas import (
     response_id_for,
 )
 from schemas.events import RESPONSE_NAMESPACE, chat_event_schema
-from schemas.limits import InputLimits
 
 VALID = {"event_id": "e1", "bot_id": "b", "channel_id": "c", "user_id": "u", "content": "hi"}
 
