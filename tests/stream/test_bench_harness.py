@@ -23,7 +23,7 @@ from stream.devtools.bench.harness import (
     relay_command,
     run_children,
 )
-from stream.devtools.bench.scenarios import backlog, positions
+from stream.devtools.bench.scenarios import _median_or_none, backlog, positions
 from stream.kafka.topics import ensure_topics
 
 
@@ -260,3 +260,11 @@ def test_the_bench_children_start_without_any_setting_of_the_shell(monkeypatch):
     assert {k.upper() for k in env} & {"ENABLE_CONCURRENT_CONVERSATION_MANAGER",
                                        "MAX_CONCURRENT_SESSIONS", "CHATSTREAM_MAX_IN_FLIGHT"} == set()
     assert env["SOMETHING_ELSE"] == "kept"
+
+
+def test_a_median_over_rounds_has_no_figure_when_a_round_left_events_unanswered():
+    """The latency target is the median of the shipped configuration's rounds: one round
+    with no p99 (events unanswered) leaves no figure to meet the target with."""
+    assert _median_or_none([83.8, 31.5, 31.7]) == 31.7
+    assert _median_or_none([20.0, None, 21.0]) is None
+    assert _median_or_none([]) is None

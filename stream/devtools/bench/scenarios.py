@@ -346,46 +346,61 @@ _RELAY, _LOOP = "relay (two hops, nothing between)", "minimal aiokafka loop"
 
 
 async def latency(note: Note, profile_dir: Path | None = None, rate: float = 2_000,
-                  seconds: float = 10) -> ScenarioResult:
+                  seconds: float = 10, trials: int = TRIALS) -> ScenarioResult:
     """The full default pipeline at 2,000 events/s offered for 10 s: latency from the bot's
     send to the response's arrival at the bot. Two references first: the relay (it forwards
     each record at once: two broker hops with nothing between them) and the minimal aiokafka
     loop (which waits for each batch's acks and its commit before the next fetch); then one
     member with only the reply step (the Kafka shell and the engine, without the analysis
     processors' CPU), one member with the full pipeline, and ``chatstream run`` as shipped (one
-    member per core). The target is checked on the shipped configuration; a run that left
-    events unanswered has no p99 to compare."""
+    member per core). One run's p99 moves by tens of milliseconds from one minute to the next
+    on a shared machine, so the relay and the shipped configuration run in ``trials`` rounds
+    and the target is on the shipped configuration's median p99 (each row's ratio on the
+    relay's median); a round that left events unanswered has no p99, and fails the target."""
     result = ScenarioResult("latency")
     events = backlog(int(rate * seconds), 1_000, seed=11)
     offer_label = f"{rate:.0f}/s offered for {seconds:.0f} s"
-    p99s: dict[str, float | None] = {}
-    for reference, command in ((_RELAY, relay_command()), (_LOOP, reference_command())):
-        with EmbeddedBroker() as broker:
-            sent_at, received, costs = await offered(broker, events, rate,
-                                                     {}, note, command=command)
-        figures = latency_figures(sent_at, received)
-        p99s[reference] = figures["p99_ms"] if figures["answered"] == len(events) else None
-        result.rows.append({"run": f"{reference}, {offer_label}", "events": len(events),
-                            **figures, **latency_trend(sent_at, received), **costs})
-    p99: float | None = None
-    runs = [("reply step only, 1 worker", {"CHATSTREAM_WORKERS": "1",
-                                           "CHATSTREAM_PROCESSORS": "reply"})]
-    runs += [(f"full pipeline, {workers} worker{'s' * (workers > 1)}",
-              {"CHATSTREAM_WORKERS": str(workers)}) for workers in (1, default_workers())]
-    for label, env in runs:
-        with EmbeddedBroker() as broker:
-            sent_at, received, costs = await offered(broker, events, rate, env, note)
-        figures = latency_figures(sent_at, received)
-        p99 = figures["p99_ms"] if figures["answered"] == len(events) else None
-        result.rows.append({"run": f"{label}, {offer_label}", "events": len(events), **figures,
-                            **latency_trend(sent_at, received),
-                            "p99_over_relay": _ratio(p99, p99s[_RELAY]),
-                            "p99_over_minimal_loop": _ratio(p99, p99s[_LOOP]),
-                            **costs})
-    result.target(f"latency: p99 at 2,000 ev/s, full pipeline, {default_workers()} workers",
-                  p99 if p99 is not None else float("inf"), 25, higher_is_better=False,
+    shipped = f"full pipeline, {default_workers()} worker{'s' * (default_workers() > 1)}"
+    configurations: list[tuple[str, dict[str, str], list[str] | None]] = [
+        (_RELAY, {}, relay_command()), (_LOOP, {}, reference_command()),
+        ("reply step only, 1 worker", {"CHATSTREAM_WORKERS": "1",
+                                       "CHATSTREAM_PROCESSORS": "reply"}, None),
+        ("full pipeline, 1 worker", {"CHATSTREAM_WORKERS": "1"}, None)]
+    if shipped != "full pipeline, 1 worker":
+        configurations.append((shipped, {"CHATSTREAM_WORKERS": str(default_workers())}, None))
+    p99s: dict[str, list[float | None]] = {}
+    for trial in range(1, trials + 1):
+        for label, env, command in configurations:
+            if trial > 1 and label not in (_RELAY, shipped):
+                continue
+            with EmbeddedBroker() as broker:
+                sent_at, received, costs = await offered(broker, events, rate, env, note,
+                                                         command=command)
+            figures = latency_figures(sent_at, received)
+            complete = figures["answered"] == len(events)
+            p99s.setdefault(label, []).append(figures["p99_ms"] if complete else None)
+            result.rows.append({"run": f"{label}, {offer_label}", "trial": trial,
+                                "events": len(events), **figures,
+                                **latency_trend(sent_at, received), **costs})
+    medians = {label: _median_or_none(found) for label, found in p99s.items()}
+    for row in result.rows:
+        label = str(row["run"]).removesuffix(f", {offer_label}")
+        if label not in (_RELAY, _LOOP):
+            p99 = row["p99_ms"] if row["answered"] == len(events) else None
+            row["p99_over_relay"] = _ratio(p99, medians[_RELAY])
+            row["p99_over_minimal_loop"] = _ratio(p99, medians[_LOOP])
+    figure = medians[shipped]
+    result.target(f"latency: p99 at 2,000 ev/s, {shipped} (median of {trials})",
+                  figure if figure is not None else float("inf"), 25, higher_is_better=False,
                   unit="ms")
     return result
+
+
+def _median_or_none(found: list[float | None]) -> float | None:
+    """The median of ``found``; None when any is missing (a run that left events unanswered)."""
+    if not found or any(value is None for value in found):
+        return None
+    return statistics.median(value for value in found if value is not None)
 
 
 def _ratio(figure: float | None, reference: float | None) -> float | None:
