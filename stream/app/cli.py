@@ -86,12 +86,12 @@ def run(
         env = dict(os.environ)
         raise typer.Exit(supervise(settings.workers, env))
     from stream.app.service import run_member
-    from stream.kafka.config import BrokersUnreachable
+    from stream.kafka.config import ClientStartFailed
 
     try:
         run_member(settings)
-    except BrokersUnreachable as unreachable:  # a supervisor restarts it, after a backoff
-        _fail("run", str(unreachable))
+    except ClientStartFailed as failed:  # a supervisor restarts it, after a backoff
+        _fail("run", str(failed))
 
 
 @app.command()

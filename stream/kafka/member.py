@@ -35,7 +35,7 @@ from stream.kafka.backpressure import Backpressure, starving_limit
 from stream.kafka.batches import OrderedBatches
 from stream.kafka.changelog import Changelog
 from stream.kafka.config import (
-    BrokersUnreachable,
+    ClientStartFailed,
     broker_failure,
     consumer_config,
     producer_config,
@@ -169,8 +169,8 @@ class StreamRunner:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain, commit and close everything. The engine
         is built before any client connects, so a step the settings get wrong (``SettingsError``)
-        ends the member before it reaches the brokers; brokers it cannot reach at start raise
-        ``BrokersUnreachable``."""
+        ends the member before it reaches the brokers; brokers it cannot reach at start, or
+        that refuse its clients, raise ``ClientStartFailed``."""
         self._traced = tracing_on()
         producer = AIOKafkaProducer(**producer_config(self.settings))
         try:
@@ -225,7 +225,7 @@ class StreamRunner:
                 await self.engine.start()
                 await consumer.start()
             except KafkaError as exc:  # unreachable, or refused (idempotence on a broker without)
-                raise BrokersUnreachable(broker_failure(self.settings, exc)) from exc
+                raise ClientStartFailed(broker_failure(self.settings, exc)) from exc
             if copartitioned:
                 await _check_copartitioned(consumer, self.settings)
         except BaseException:  # refused before joining: nothing to drain or commit
