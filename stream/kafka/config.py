@@ -97,7 +97,11 @@ def broker_failure(settings: Settings, error: BaseException) -> str:
     detail = " ".join(str(error).split()) or type(error).__name__
     where = f"the brokers at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS)"
     if isinstance(error, KafkaConnectionError | OSError | TimeoutError):
-        return f"cannot reach {where}: {detail}"
+        # A listener of another protocol (TLS against plain text, or the reverse) looks the same.
+        protocol = settings.security_protocol
+        hint = "" if protocol == "PLAINTEXT" else (
+            f" (with KAFKA_SECURITY_PROTOCOL={protocol}: is that the listener's protocol?)")
+        return f"cannot reach {where}: {detail}{hint}"
     hint = (" (CHATSTREAM_ENABLE_IDEMPOTENCE=true: brokers without idempotent producers "
             "refuse it; set it to false for them)") if settings.enable_idempotence else ""
     return f"{where} refused the client: {detail}{hint}"

@@ -64,3 +64,26 @@ def test_idempotence_off_unless_asked():
     """Idempotence stays off by default (the embedded broker lacks it) and can be enabled."""
     assert producer_config(load_settings())["enable_idempotence"] is False
     assert producer_config(load_settings(enable_idempotence=True))["enable_idempotence"] is True
+
+
+def test_a_start_failure_says_whether_the_brokers_were_unreachable_or_refused():
+    """Unreachable (a connection error or a timeout; with another protocol than PLAINTEXT, a
+    hint that the listener may speak another) or refused (any other Kafka error; with
+    idempotence on, the setting that a broker without it refuses)."""
+    from aiokafka.errors import KafkaConnectionError, UnknownError
+
+    from stream.kafka.config import broker_failure
+
+    plain = load_settings(kafka_bootstrap_servers="127.0.0.1:9")
+    assert broker_failure(plain, KafkaConnectionError("no route")) == (
+        "cannot reach the brokers at 127.0.0.1:9 (KAFKA_BOOTSTRAP_SERVERS): "
+        "KafkaConnectionError: no route")
+    tls = load_settings(kafka_bootstrap_servers="127.0.0.1:9", security_protocol="SSL")
+    assert broker_failure(tls, TimeoutError()).endswith(
+        ": TimeoutError (with KAFKA_SECURITY_PROTOCOL=SSL: is that the listener's protocol?)")
+    assert broker_failure(plain, UnknownError()) == (
+        "the brokers at 127.0.0.1:9 (KAFKA_BOOTSTRAP_SERVERS) refused the client: "
+        "[Error -1] UnknownError")
+    idempotent = load_settings(kafka_bootstrap_servers="127.0.0.1:9", enable_idempotence=True,
+                               producer_acks="all")
+    assert "set it to false for them" in broker_failure(idempotent, UnknownError())
