@@ -54,7 +54,9 @@ def is_escalating(history: tuple[float, ...], compound: float, window: int, drop
 class EmotionProcessor:
     """VADER sentiment of the event content plus the session's emotional trend.
 
-    Runs in the process pool (CPU-bound lexicon scoring); picklable, holds no analyzer itself.
+    Built as a PROCESS step (picklable, it holds no analyzer itself); ``chatstream run`` runs
+    it inline unless CHATSTREAM_PROCESSOR_KINDS moves it, as scoring one message takes
+    microseconds and a hop to the pool hundreds.
     Data: label, compound, pos, neg, neu, trend (mean of the last ``trend_window`` compounds,
     this one included), escalating. Never raises on any string content.
     """

@@ -209,8 +209,9 @@ def scores(index: SessionIndex, query: str, min_score: float) -> list[tuple[floa
 class MemoryProcessor:
     """Retrieves the earlier messages of this session most similar to the current content.
 
-    Runs in the thread pool. The session's index goes through the shared ``ContextCache`` scoped
-    by ``(bot_id, session_id)``: one index per session, extended with each new message (only new
+    Built as a THREAD step; ``chatstream run`` runs it inline unless CHATSTREAM_PROCESSOR_KINDS
+    moves it. The session's index goes through the shared ``ContextCache`` scoped by
+    ``(bot_id, session_id)``: one index per session, extended with each new message (only new
     messages are tokenised); idle sessions' indexes age out by TTL/LRU.
     Data: related [{event_id, content, score}], history_size, cache ("hit": reused as is,
     "extended": reused plus new messages, "miss").

@@ -26,7 +26,7 @@ from processors.eager import Resumed
 from processors.observers import NullObserver, PipelineObserver
 from processors.outcomes import StepStats, as_json, describe_error
 from processors.reply import REPLY_KEY
-from processors.resilience import CircuitBreaker, RetryPolicy
+from processors.resilience import BreakerState, CircuitBreaker, RetryPolicy
 from processors.workers import WorkerPools, spawn_process_pool
 from schemas.context import ProcessorContext, SessionUpdate
 from schemas.events import ProcessorOutcome, ProcessorStatus, to_microsecond
@@ -248,9 +248,18 @@ class ProcessorPipeline:
         """``outcome`` told to the step's ``breaker`` (None: not judged), counted, observed."""
         if breaker is not None:
             if outcome.status is not ProcessorStatus.OK:
+                opened = breaker.opened_count
                 breaker.record_failure(self._clock())
+                if breaker.opened_count != opened:  # a step skipped for everyone: say so once
+                    log.warning("step %s failed %d times in a row (last: %s): its calls are "
+                                "skipped for %.0f s, then one is tried", processor.name,
+                                breaker.consecutive_failures, outcome.error, breaker.cooldown_s)
             elif not breaker.quiet:
+                reopened = breaker.opened_count > 0 and breaker.state(self._clock()) is \
+                    BreakerState.HALF_OPEN
                 breaker.record_success(self._clock())
+                if reopened and breaker.quiet:
+                    log.warning("step %s succeeded again: its calls run again", processor.name)
         self._stats[processor.name].count(outcome)
         if self._observer is not None:
             self._notify("on_outcome", processor.name, outcome)
@@ -285,7 +294,7 @@ class ProcessorPipeline:
                     exc, TransientProcessorError):
                 return _Failed(exc, started)
             if attempts.open:
-                self._notify("on_attempt", processor.name, attempts.count, exc)
+                self._attempt_failed(processor.name, attempts.count, exc)
             status, error = ProcessorStatus.FAILED, describe_error(exc)
         return _outcome(status, data, error, 1, started)
 
@@ -329,7 +338,7 @@ class ProcessorPipeline:
             status = ProcessorStatus.TIMEOUT if expired else ProcessorStatus.FAILED
             error = f"timed out after {processor.timeout_s}s" if expired else describe_error(exc)
             if attempts.open:
-                self._notify("on_attempt", processor.name, attempts.count, exc)
+                self._attempt_failed(processor.name, attempts.count, exc)
         except Exception as exc:
             status, error = ProcessorStatus.FAILED, describe_error(exc)
         return self._settled(processor, _outcome(status, data, error, max(attempts.count, 1),
@@ -360,7 +369,7 @@ class ProcessorPipeline:
         already): True when it is tried again."""
         if attempts.open:
             attempts.open = False
-            self._notify("on_attempt", processor.name, attempts.count, error)
+            self._attempt_failed(processor.name, attempts.count, error)
         return resilient and self._retry.retries >= 1 and isinstance(
             error, TransientProcessorError)
 
@@ -387,7 +396,7 @@ class ProcessorPipeline:
             data = await self._invoke(processor, context)
         except Exception as exc:
             attempts.open = False
-            self._notify("on_attempt", processor.name, attempts.count, exc)
+            self._attempt_failed(processor.name, attempts.count, exc)
             raise
         return self._checked(processor, data, attempts)
 
@@ -396,10 +405,15 @@ class ProcessorPipeline:
         try:
             if not isinstance(data, dict):
                 raise TypeError(f"process() returned {type(data).__name__}, expected dict")
+            reply = data.get(REPLY_KEY)
+            if reply is not None and not isinstance(reply, str) and \
+                    processor.stage is Stage.COMPOSE:  # it would be dropped without a word
+                raise TypeError(f"process() returned a {REPLY_KEY!r} that is "
+                                f"{type(reply).__name__}, expected str")
             data = as_json(data)
         except TypeError as exc:
             attempts.open = False
-            self._notify("on_attempt", processor.name, attempts.count, exc)
+            self._attempt_failed(processor.name, attempts.count, exc)
             raise
         attempts.open = False
         if self._observer is not None:
@@ -447,6 +461,13 @@ class ProcessorPipeline:
             except Exception:  # a step that cannot close must not keep the others open
                 log.warning("processor %s did not close cleanly", processor.name, exc_info=True)
         self.close()
+
+    def _attempt_failed(self, name: str, attempt: int, error: BaseException) -> None:
+        """An attempt of step ``name`` raised ``error``: logged with its traceback at DEBUG
+        (the outcome carries one line only; a plugin's author needs the rest), observed."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("step %s, attempt %d, failed", name, attempt, exc_info=error)
+        self._notify("on_attempt", name, attempt, error)
 
     def _notify(self, method: str, *args: Any) -> None:
         if self._observer is None:

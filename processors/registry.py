@@ -36,9 +36,11 @@ def validate_processor(processor: object) -> None:
     if isinstance(processor, type):  # its attributes pass, but process() lacks its self
         raise TypeError(f"{processor.__name__} is a class, not a Processor: pass an instance")
     if not isinstance(processor, Processor):
+        missing = [name for name in ("name", "kind", "stage", "timeout_s", "process")
+                   if not hasattr(processor, name)]
         raise TypeError(
-            f"{type(processor).__name__} is not a Processor: it needs name, kind, stage, "
-            "timeout_s and process(context)"
+            f"{type(processor).__name__} is not a Processor: it lacks {', '.join(missing)} "
+            "(a Processor has name, kind, stage, timeout_s and process(context))"
         )
     if not isinstance(processor.name, str) or not processor.name:
         raise ValueError("a processor name must be a non-empty string")

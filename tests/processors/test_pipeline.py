@@ -306,6 +306,33 @@ async def test_breaker_opens_skips_and_closes_after_cool_down(build, make_contex
     assert (stats["breaker"], stats["opened_count"], stats["skipped"]) == ("closed", 1, 1)
 
 
+async def test_a_circuit_that_opens_or_closes_is_logged_and_failures_carry_their_traceback(
+        build, make_context, caplog):
+    """One warning when a step stops being called for everyone and one when it runs again;
+    each failed attempt at DEBUG with its traceback (the outcome keeps one line)."""
+    import logging
+
+    clock = FakeClock()
+    flaky = Flaky(broken=True, error=RuntimeError)
+    pipeline = build(flaky, failure_threshold=2, cooldown_s=10, clock=clock)
+    context = make_context("hi")
+    with caplog.at_level(logging.DEBUG, logger="processors.pipeline"):
+        for _ in range(3):
+            await pipeline.run(context)
+        flaky.broken = False
+        clock.now = 10.0
+        await pipeline.run(context)
+        await pipeline.run(context)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "step flaky failed 2 times in a row (last: RuntimeError: upstream hiccup): its calls are "
+        "skipped for 10 s, then one is tried",
+        "step flaky succeeded again: its calls run again"]
+    failures = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert [r.getMessage() for r in failures] == ["step flaky, attempt 1, failed"] * 2
+    assert all(r.exc_info and r.exc_info[0] is RuntimeError for r in failures)
+
+
 async def test_process_kind_runs_in_another_process(build, make_context):
     """PROCESS steps run in a worker process, side by side with the real EmotionProcessor."""
     _, outcomes, degraded = await build(WhereAmI(), EmotionProcessor(timeout_s=10)).run(
@@ -358,6 +385,30 @@ async def test_non_dict_result_fails_the_step(build, make_context):
 
     _, outcomes, _ = await build(Wrong(name="wrong")).run(make_context("hi"))
     assert outcomes["wrong"].error == "TypeError: process() returned list, expected dict"
+
+
+async def test_a_composer_whose_reply_is_not_text_fails_instead_of_being_dropped(
+        build, make_context):
+    """A compose step's "reply" becomes the response's reply only as a string: any other
+    value fails the step (named in degraded), where it would otherwise vanish as no reply.
+    An analysis step's data may hold that key as anything, and a composer may omit it."""
+
+    class NumberReply(Echo):
+        async def process(self, context: ProcessorContext) -> Any:
+            return {"reply": 42}
+
+    class NoReply(Echo):
+        async def process(self, context: ProcessorContext) -> Any:
+            return {"actions": ["wave"]}
+
+    reply, outcomes, degraded = await build(
+        NumberReply(name="numbers", stage=Stage.COMPOSE), NoReply(name="quiet", stage=Stage.COMPOSE),
+        NumberReply(name="analysis")).run(make_context("hi"))
+    assert reply is None and degraded == ["numbers"]
+    assert outcomes["numbers"].error == \
+        "TypeError: process() returned a 'reply' that is int, expected str"
+    assert outcomes["quiet"].status is ProcessorStatus.OK
+    assert outcomes["analysis"].data == {"reply": 42}
 
 
 async def test_data_that_is_not_json_fails_only_its_step(build, make_context):

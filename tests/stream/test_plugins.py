@@ -22,6 +22,31 @@ def test_bad_plugin_is_a_configuration_error(spec):
         load_plugin_processors(load_settings(processor_plugins=spec))
 
 
+@pytest.mark.parametrize("spec,reason", [
+    ("no_such_module:factory", "no module named 'no_such_module' (expected 'module:factory', "
+     "the factory returning processors; is the module on PYTHONPATH?)"),
+    ("plugin_with_a_missing_dependency:f", "importing plugin_with_a_missing_dependency failed: "
+     "ModuleNotFoundError: No module named 'no_such_dependency' (at "
+     "plugin_with_a_missing_dependency.py:3)"),
+    ("mistaken_plugins:absent", "mistaken_plugins has no factory 'absent' (expected "
+     "'module:factory'; 'module' alone means 'module:processors')"),
+    ("mistaken_plugins", "mistaken_plugins has no factory 'processors' (expected "
+     "'module:factory'; 'module' alone means 'module:processors')"),
+    ("mistaken_plugins:needs_a_variable", "its factory failed: KeyError: 'MY_SERVICE_URL' (at "
+     "mistaken_plugins.py:11)"),
+    ("mistaken_plugins:one_instance", "its factory must return an iterable of processor "
+     "instances, got TextStatsProcessor"),
+    ("mistaken_plugins:without_timeout", "NoTimeout is not a Processor: it lacks stage, "
+     "timeout_s (a Processor has name, kind, stage, timeout_s and process(context))"),
+])
+def test_each_plugin_mistake_is_named_for_what_it_is(spec, reason):
+    """Whether the entry is wrong (no such module or factory) or what its factory did, with
+    the line that raised; the hint about the entry's form only where the form may be at fault."""
+    with pytest.raises(SettingsError) as refused:
+        load_plugin_processors(load_settings(processor_plugins=spec))
+    assert str(refused.value) == f"invalid CHATSTREAM_PROCESSOR_PLUGINS entry {spec!r}: {reason}"
+
+
 async def test_plugin_runs_next_to_the_default_processors():
     """The plugin's process-pool step answers beside emotion, memory, thread and reply."""
     manager = await create_concurrent_conversation_manager(
