@@ -235,7 +235,8 @@ class Settings(BaseSettings):
     )
     processor_timeout_seconds: float = Field(
         2.0, gt=0, le=600, validation_alias=_env("CHATSTREAM_PROCESSOR_TIMEOUT_SECONDS"),
-        description="time limit of one processor call, retries included",
+        description="time limit of one call of a built-in processor, retries included (a "
+        "plugin processor has its own timeout_s)",
     )
     processor_retries: int = Field(
         2, ge=0, le=20, validation_alias=_env("CHATSTREAM_PROCESSOR_RETRIES"),
