@@ -7,6 +7,7 @@ The journey of one event is composed here and in ``stream.kafka.member``: consum
 from __future__ import annotations
 
 import copy
+import logging
 from collections import Counter
 from collections.abc import Sequence
 
@@ -23,6 +24,8 @@ from stream.settings import Settings, SettingsError
 
 __all__ = ["build_engine", "build_pipeline", "selected_processors"]
 
+log = logging.getLogger(__name__)
+
 
 def build_pipeline(settings: Settings, processors: Sequence[Processor] | None = None
                    ) -> tuple[ProcessorPipeline, ContextCache]:
@@ -31,6 +34,8 @@ def build_pipeline(settings: Settings, processors: Sequence[Processor] | None = 
                          ttl_seconds=settings.context_cache_ttl_seconds)
     if processors is None:
         processors = selected_processors(settings, cache)
+    log.info("steps: %s", ", ".join(f"{p.name} ({p.stage.value}, {p.kind.value})"
+                                    for p in processors) or "none")
     observer = ProcessorSpans() if tracing_on() else None
     pipeline = ProcessorPipeline.from_settings(processors, settings, observer=observer)
     return pipeline, cache

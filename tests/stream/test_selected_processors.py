@@ -122,3 +122,18 @@ def test_a_step_that_cannot_go_to_the_process_pool_is_a_configuration_error():
 def test_a_plugin_mistake_is_a_configuration_error_naming_it(factory, says):
     with pytest.raises(SettingsError, match=rf"CHATSTREAM_PROCESSOR_PLUGINS.*({says})"):
         names(processor_plugins=f"kinds_plugin:{factory}")
+
+
+def test_the_steps_that_will_run_are_logged_once_at_start(caplog):
+    """Which steps run, in which stage and where, without sending an event to find out."""
+    import logging
+
+    from stream.app.wiring import build_pipeline
+
+    settings = load_settings(builtin_processors="thread,reply",
+                             processor_plugins="reply_plugin:processors")
+    with caplog.at_level(logging.INFO, logger="stream.app.wiring"):
+        pipeline, _ = build_pipeline(settings)
+    pipeline.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        "steps: thread (analysis, async), reply (compose, async)"]
