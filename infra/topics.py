@@ -80,7 +80,8 @@ async def partition_counts(client_config: Mapping[str, Any], names: Sequence[str
     admin = AIOKafkaAdminClient(**client_config)
     await admin.start()
     try:
-        existing = [name for name in names if name in set(await admin.list_topics())]
+        listed = set(await admin.list_topics())
+        existing = [name for name in names if name in listed]
         if not existing:
             return {}
         described = await admin.describe_topics(existing)

@@ -405,9 +405,8 @@ class ProcessorPipeline:
         try:
             if not isinstance(data, dict):
                 raise TypeError(f"process() returned {type(data).__name__}, expected dict")
-            reply = data.get(REPLY_KEY)
-            if reply is not None and not isinstance(reply, str) and \
-                    processor.stage is Stage.COMPOSE:  # it would be dropped without a word
+            if processor.stage is Stage.COMPOSE and (reply := data.get(REPLY_KEY)) is not None \
+                    and not isinstance(reply, str):  # it would be dropped without a word
                 raise TypeError(f"process() returned a {REPLY_KEY!r} that is "
                                 f"{type(reply).__name__}, expected str")
             data = as_json(data)

@@ -12,6 +12,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -343,11 +344,20 @@ class Settings(BaseSettings):
         """Names of protocols, mechanisms and levels are read in any case (``sasl_ssl``)."""
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``KAFKA_SSL_CAFILE=`` (a template's empty default) means no file, as before."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
     @classmethod
-    def _readable_file(cls, value: str | None) -> str | None:
-        """A path the TLS context would fail on later, with an error naming no variable."""
-        if value is not None and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+    def _readable_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """With TLS on, a path the TLS context would fail on later, with an error naming no
+        variable; without it the files are not read, so not checked."""
+        protocol = str(info.data.get("security_protocol", ""))
+        if value is not None and protocol.endswith("SSL") and not (
+                os.path.isfile(value) and os.access(value, os.R_OK)):
             raise ValueError("no readable file at that path")
         return value
 

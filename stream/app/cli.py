@@ -179,7 +179,7 @@ def broker(port: Annotated[int, typer.Option(help="loopback port (0: any free)")
                 embedded.wait(1.0)
         except KeyboardInterrupt:
             pass
-        if not embedded.alive():  # it ended on its own: say why
+        else:  # it ended on its own, not on our stop: say why
             _fail("broker", f"the broker exited: {embedded.log_tail()}")
 
 
@@ -233,7 +233,7 @@ def stats(
     )
 
     try:
-        data = fetch_stats(member_url(url, _settings()))
+        data = fetch_stats(member_url(url, None if url else _settings()))
     except StatsUnavailable as exc:
         typer.echo(f"chatstream stats: {exc}", err=True)
         raise typer.Exit(1) from None

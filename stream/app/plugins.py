@@ -13,6 +13,7 @@ import importlib
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
 
 from processors.base import Processor
 from processors.registry import validate_processor
@@ -37,11 +38,12 @@ def _processors_of(spec: str, settings: Settings) -> list[Processor]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):  # the entry's own module
+        missing = exc.name or ""
+        if module_name == missing or module_name.startswith(f"{missing}."):  # the entry's own
             raise refused(f"no module named {exc.name!r} (expected 'module:factory', the "
                           "factory returning processors; is the module on PYTHONPATH?)") from None
         raise refused(f"importing {module_name} failed: {_described(exc)}") from exc
-    except Exception as exc:
+    except Exception as exc:  # SyntaxError included: its message names the file and line
         raise refused(f"importing {module_name} failed: {_described(exc)}") from exc
     factory = getattr(module, attribute, None)
     if not callable(factory):
@@ -49,12 +51,14 @@ def _processors_of(spec: str, settings: Settings) -> list[Processor]:
                       "'module' alone means 'module:processors')")
     try:
         made = factory(settings)
+        if not isinstance(made, Iterable) or isinstance(made, str | bytes):
+            raise refused(f"its factory must return an iterable of processor instances, got "
+                          f"{type(made).__name__}")
+        processors: list[Processor] = list(made)  # a generator's body runs only here
+    except SettingsError:
+        raise
     except Exception as exc:
-        raise refused(f"its factory failed: {_described(exc)}") from exc
-    if not isinstance(made, Iterable) or isinstance(made, str | bytes):
-        raise refused(f"its factory must return an iterable of processor instances, got "
-                      f"{type(made).__name__}")
-    processors: list[Processor] = list(made)
+        raise refused(f"its factory failed: {_described(exc, module)}") from exc
     for processor in processors:  # a mistake named here, not on the first event
         try:
             validate_processor(processor)
@@ -63,8 +67,15 @@ def _processors_of(spec: str, settings: Settings) -> list[Processor]:
     return processors
 
 
-def _described(error: BaseException) -> str:
-    """The error and where it was raised (the line of the innermost frame)."""
-    frames = traceback.extract_tb(error.__traceback__)
-    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+def _described(error: BaseException, module: ModuleType | None = None) -> str:
+    """The error and where it was raised: the innermost line in ``module``'s file when it has
+    one there, else the innermost line outside the import machinery (none for a SyntaxError,
+    whose message names its own)."""
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if not frame.filename.startswith("<frozen")]
+    own = getattr(module, "__file__", None)
+    if own is not None and any(frame.filename == own for frame in frames):
+        frames = [frame for frame in frames if frame.filename == own]
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" \
+        if frames and not isinstance(error, SyntaxError) else ""
     return f"{type(error).__name__}: {error}{where}"

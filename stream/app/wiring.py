@@ -34,8 +34,10 @@ def build_pipeline(settings: Settings, processors: Sequence[Processor] | None = 
                          ttl_seconds=settings.context_cache_ttl_seconds)
     if processors is None:
         processors = selected_processors(settings, cache)
-    log.info("steps: %s", ", ".join(f"{p.name} ({p.stage.value}, {p.kind.value})"
-                                    for p in processors) or "none")
+    # Read as given: processors passed in directly are validated by the pipeline, after this.
+    log.info("steps: %s", ", ".join(
+        f"{p.name} ({getattr(p.stage, 'value', p.stage)}, {getattr(p.kind, 'value', p.kind)})"
+        for p in processors) or "none")
     observer = ProcessorSpans() if tracing_on() else None
     pipeline = ProcessorPipeline.from_settings(processors, settings, observer=observer)
     return pipeline, cache

@@ -9,7 +9,14 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NoBrokersAvailable,
+    UnknownError,
+    UnsupportedVersionError,
+)
 
 from stream.settings import Settings
 
@@ -92,16 +99,24 @@ class ClientStartFailed(ConnectionError):
 
 def broker_failure(settings: Settings, error: BaseException) -> str:
     """One line saying why a client could not start against the configured brokers: they could
-    not be reached (a connection error, a timeout), or they refused it (any other Kafka error:
-    a broker without idempotent producers refuses ``enable_idempotence``'s first request)."""
+    not be reached (a connection error, a timeout, no broker left), or they refused it (any
+    other Kafka error: a broker without idempotent producers refuses ``enable_idempotence``'s
+    first request, with one of the errors that request can get)."""
     detail = " ".join(str(error).split()) or type(error).__name__
     where = f"the brokers at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS)"
-    if isinstance(error, KafkaConnectionError | OSError | TimeoutError):
+    if isinstance(error, _UNREACHABLE):
         # A listener of another protocol (TLS against plain text, or the reverse) looks the same.
         protocol = settings.security_protocol
         hint = "" if protocol == "PLAINTEXT" else (
             f" (with KAFKA_SECURITY_PROTOCOL={protocol}: is that the listener's protocol?)")
         return f"cannot reach {where}: {detail}{hint}"
     hint = (" (CHATSTREAM_ENABLE_IDEMPOTENCE=true: brokers without idempotent producers "
-            "refuse it; set it to false for them)") if settings.enable_idempotence else ""
+            "refuse it; set it to false for them)") if settings.enable_idempotence and \
+        isinstance(error, _IDEMPOTENCE_REFUSED) else ""
     return f"{where} refused the client: {detail}{hint}"
+
+
+_UNREACHABLE = (KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable, OSError,
+                TimeoutError)
+# What InitProducerId gets from a broker without idempotent producers, or without the right.
+_IDEMPOTENCE_REFUSED = (UnknownError, UnsupportedVersionError, ClusterAuthorizationFailedError)

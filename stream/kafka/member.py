@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 from aiokafka.structs import TopicPartition
 
 from schemas.codec import DecodeError, decode_event
@@ -48,7 +48,7 @@ from stream.kafka.outcome import KafkaSink, LatencyObserver
 from stream.kafka.publisher import Publisher
 from stream.kafka.readiness import Readiness
 from stream.kafka.records import RecordSource
-from stream.kafka.topics import check_copartitioned
+from stream.kafka.topics import TopicMissing, check_copartitioned
 from stream.observability.counters import EventCounters
 from stream.observability.tracing import mark_error, start_process_span, tracing_on
 from stream.settings import Settings
@@ -221,10 +221,21 @@ class StreamRunner:
         try:
             try:
                 await producer.start()
-                await batches.prepare([self.settings.response_topic])
-                await self.engine.start()
-                await consumer.start()
             except KafkaError as exc:  # unreachable, or refused (idempotence on a broker without)
+                raise ClientStartFailed(broker_failure(self.settings, exc)) from exc
+            topic = self.settings.response_topic
+            try:
+                await batches.prepare([topic])
+            except UnknownTopicOrPartitionError as exc:
+                raise TopicMissing(f"response topic {topic!r} does not exist: create it with "
+                                   "`chatstream topics ensure`") from exc
+            except TopicAuthorizationFailedError as exc:
+                raise ClientStartFailed(f"response topic {topic!r} is not authorized for this "
+                                        "client: grant it (the ACLs in docs/deployment.md)") from exc
+            await self.engine.start()
+            try:
+                await consumer.start()
+            except KafkaError as exc:
                 raise ClientStartFailed(broker_failure(self.settings, exc)) from exc
             if copartitioned:
                 await _check_copartitioned(consumer, self.settings)

@@ -8,9 +8,11 @@ Rules, in the order they apply:
    partition N holds the sessions of inbound partition N.
 3. A changelog with fewer partitions than the inbound topic cannot hold them:
    ``topics ensure`` and a member's start both refuse it (``ChangelogMismatch``, a
-   configuration error), naming both counts.
+   configuration error), naming both counts. A member that finds its response topic or
+   changelog missing says so (``TopicMissing``, which a restart may mend once they exist).
 4. An existing changelog whose ``cleanup.policy`` the broker reports without ``compact`` is
-   refused by ``topics ensure``: retention would delete the sessions of quiet conversations.
+   refused by ``topics ensure``: retention would delete the sessions of quiet conversations
+   (the embedded broker reports only a policy given when the topic was created).
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.topics import TopicSpec, create_missing_topics, partition_counts, topic_config
-from stream.kafka.config import common_client_config
+from stream.kafka.config import ClientStartFailed, common_client_config
 from stream.settings import Settings, SettingsError
 
-__all__ = ["ChangelogMismatch", "EnsuredTopic", "check_copartitioned", "ensure_topics",
-           "topic_specs"]
+__all__ = ["ChangelogMismatch", "EnsuredTopic", "TopicMissing", "check_copartitioned",
+           "ensure_topics", "topic_specs"]
 
 
 class ChangelogMismatch(SettingsError):
-    """The changelog topic is missing or not co-partitioned with the inbound topic."""
+    """The changelog topic is not co-partitioned with the inbound topic, or not compacted."""
+
+
+class TopicMissing(ClientStartFailed):
+    """A topic a member needs does not exist (yet): ``chatstream topics ensure`` makes it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +55,11 @@ def topic_specs(settings: Settings, inbound_partitions: int | None = None) -> li
 
 
 def check_copartitioned(settings: Settings, inbound: int | None, changelog: int | None) -> None:
-    """Raise ``ChangelogMismatch`` unless the changelog (``changelog`` partitions, None when
-    missing) can hold each of the inbound topic's partitions (``inbound``; None: unknown)."""
+    """Raise ``TopicMissing`` for a missing changelog (``changelog``: its partitions, None when
+    missing) and ``ChangelogMismatch`` for one that cannot hold each of the inbound topic's
+    partitions (``inbound``; None: unknown)."""
     if not changelog:
-        raise ChangelogMismatch(
+        raise TopicMissing(
             f"changelog topic {settings.changelog_topic!r} does not exist: create it with "
             "`chatstream topics ensure`, or set CHATSTREAM_CHANGELOG=false")
     if inbound and changelog < inbound:
@@ -70,7 +77,10 @@ async def ensure_topics(settings: Settings) -> list[EnsuredTopic]:
         settings.inbound_topic)
     specs = topic_specs(settings, inbound)
     created = set(await create_missing_topics(config, specs))
-    counts = await partition_counts(config, [spec.name for spec in specs])
+    # A topic just created may not be described yet (its metadata spreading between brokers):
+    # its count is the one it was created with.
+    counts = {spec.name: spec.partitions for spec in specs if spec.name in created}
+    counts.update(await partition_counts(config, [spec.name for spec in specs]))
     if settings.changelog:
         check_copartitioned(settings, counts.get(settings.inbound_topic),
                             counts.get(settings.changelog_topic))

@@ -13,12 +13,12 @@ class StatsUnavailable(RuntimeError):
     pass
 
 
-def member_url(given: str | None, settings: Settings) -> str:
+def member_url(given: str | None, settings: Settings | None) -> str:
     """The base URL to read: ``given`` (``http://`` added to a bare host:port), else the
     member's own address from the settings; ``StatsUnavailable`` when neither says one."""
     if given:
         return given if "://" in given else f"http://{given}"
-    if not settings.http_port:  # unset, or 0: each member picked a free port and logged it
+    if settings is None or not settings.http_port:  # unset, or 0: each member chose a free one
         raise StatsUnavailable(
             "no --url, and CHATSTREAM_HTTP_PORT names no port: give --url with the address a "
             "member logs at start (\"serving /metrics, /stats ... on http://...\"), or set "

@@ -15,12 +15,12 @@ from stream.app.wiring import build_engine
 from stream.botkit.client import TopicWatcher
 from stream.engine.sessions import SessionState
 from stream.kafka.changelog import Changelog
-from stream.kafka.config import common_client_config
+from stream.kafka.config import ClientStartFailed, common_client_config
 from stream.kafka.member import StreamRunner
 from stream.kafka.publisher import Publisher
-from stream.kafka.topics import ChangelogMismatch, ensure_topics
+from stream.kafka.topics import ChangelogMismatch, TopicMissing, ensure_topics
 from stream.observability.counters import EventCounters
-from stream.settings import Settings
+from stream.settings import Settings, SettingsError
 
 pytestmark = pytest.mark.kafka
 
@@ -181,6 +181,20 @@ async def test_a_changelog_with_fewer_partitions_is_refused_at_start(settings_fo
     await asyncio.sleep(0)
     left = [t for t in asyncio.all_tasks() - before if not t.done()]
     assert not left, f"the refused member left its clients running: {left}"
+
+
+async def test_a_missing_changelog_is_a_start_failure_a_restart_may_mend(settings_for):
+    """Not a bad setting (exit 2, no restart) but a topic not made yet: once `topics ensure`
+    has run, the next start succeeds."""
+    settings = settings_for(partitions=4)
+    await create_missing_topics(common_client_config(settings, "test"), [
+        TopicSpec(name, 4) for name in (settings.inbound_topic, settings.response_topic,
+                                        settings.dlq_topic)])
+    runner = StreamRunner(settings, lambda sink: build_engine(settings, sink))
+    with pytest.raises(TopicMissing, match=r"changelog topic .* does not exist: create it with"):
+        await runner.run(asyncio.Event())
+    assert isinstance(TopicMissing("x"), ClientStartFailed)
+    assert not isinstance(TopicMissing("x"), SettingsError)
 
 
 async def test_events_waiting_at_assignment_see_their_restored_session(settings_for):

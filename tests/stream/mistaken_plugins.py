@@ -25,3 +25,8 @@ class NoTimeout:
 
 def without_timeout(settings: Any) -> list[Any]:
     return [NoTimeout()]
+
+
+def yielding(settings: Any) -> Any:
+    yield TextStatsProcessor()
+    raise KeyError("MY_SERVICE_URL")

@@ -26,14 +26,16 @@ def test_bad_plugin_is_a_configuration_error(spec):
     ("no_such_module:factory", "no module named 'no_such_module' (expected 'module:factory', "
      "the factory returning processors; is the module on PYTHONPATH?)"),
     ("plugin_with_a_missing_dependency:f", "importing plugin_with_a_missing_dependency failed: "
-     "ModuleNotFoundError: No module named 'no_such_dependency' (at "
-     "plugin_with_a_missing_dependency.py:3)"),
+     "ModuleNotFoundError: No module named 'plugin_with' (at "
+     "plugin_with_a_missing_dependency.py:4)"),
     ("mistaken_plugins:absent", "mistaken_plugins has no factory 'absent' (expected "
      "'module:factory'; 'module' alone means 'module:processors')"),
     ("mistaken_plugins", "mistaken_plugins has no factory 'processors' (expected "
      "'module:factory'; 'module' alone means 'module:processors')"),
     ("mistaken_plugins:needs_a_variable", "its factory failed: KeyError: 'MY_SERVICE_URL' (at "
      "mistaken_plugins.py:11)"),
+    ("mistaken_plugins:yielding", "its factory failed: KeyError: 'MY_SERVICE_URL' (at "
+     "mistaken_plugins.py:32)"),
     ("mistaken_plugins:one_instance", "its factory must return an iterable of processor "
      "instances, got TextStatsProcessor"),
     ("mistaken_plugins:without_timeout", "NoTimeout is not a Processor: it lacks stage, "

@@ -147,9 +147,15 @@ def test_sasl_without_some_credentials_names_only_those_missing(monkeypatch):
 def test_a_tls_file_that_is_not_there_is_refused_naming_its_variable(monkeypatch, tmp_path,
                                                                      variable):
     """Found only when the first client builds its TLS context, it would end the member with
-    a FileNotFoundError naming neither the variable nor the path."""
+    a FileNotFoundError naming neither the variable nor the path. Without TLS the files are
+    not read, so not checked, and an empty value is no file at all."""
     missing = tmp_path / "absent.pem"
     monkeypatch.setenv(variable, str(missing))
+    assert load_settings().security_protocol == "PLAINTEXT"
+    monkeypatch.setenv(variable, "")
+    assert getattr(load_settings(security_protocol="SSL"), variable.lower()[6:]) is None
+    monkeypatch.setenv(variable, str(missing))
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SSL")
     with pytest.raises(SettingsError) as refused:
         load_settings()
     assert str(refused.value) == f"invalid {variable}={str(missing)!r}: no readable file at " \

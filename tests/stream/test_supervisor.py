@@ -24,7 +24,14 @@ MEMBER = textwrap.dedent("""
         f.write(f"{port}\\n")
     starts = len(open(log).read().split())
     first_exit = int(os.environ["FIRST_EXIT"])
-    if first_exit and (starts == 1 or os.environ.get("ALWAYS_FAIL")):
+    failing = os.environ.get("ONLY_INDEX") in (None, str(index))
+    if first_exit and failing and (starts == 1 or os.environ.get("ALWAYS_FAIL")):
+        if "ONLY_INDEX" in os.environ:  # the others first: they are running when this one fails
+            others = int(os.environ["WORKERS"])
+            deadline = time.monotonic() + 20
+            while len([n for n in os.listdir(os.environ["LOG_DIR"]) if n.endswith(".log")]) \
+                    < others and time.monotonic() < deadline:
+                time.sleep(0.05)
         sys.exit(first_exit)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     deadline = time.monotonic() + 60
@@ -35,12 +42,15 @@ MEMBER = textwrap.dedent("""
 
 
 def start_supervisor(tmp_path: Path, workers: int, first_exit: int = 0, port: int = 0,
-                     always_fail: bool = False, max_deaths: int = 5
+                     always_fail: bool = False, max_deaths: int = 5,
+                     only_index: int | None = None
                      ) -> tuple[subprocess.Popen[bytes], list[Path]]:
     script = tmp_path / "member.py"
     script.write_text(MEMBER)
     env = {"CHATSTREAM_HTTP_PORT": str(port), "PORT_BASE": str(port), "LOG_DIR": str(tmp_path),
-           "FIRST_EXIT": str(first_exit), **({"ALWAYS_FAIL": "1"} if always_fail else {})}
+           "FIRST_EXIT": str(first_exit), **({"ALWAYS_FAIL": "1"} if always_fail else {}),
+           "WORKERS": str(workers),
+           **({"ONLY_INDEX": str(only_index)} if only_index is not None else {})}
     code = (f"import sys\nfrom stream.app.supervisor import Supervisor\n"
             f"sys.exit(Supervisor({workers}, {env!r}, [sys.executable, {str(script)!r}], "
             f"max_deaths={max_deaths}).run())\n")
@@ -87,12 +97,15 @@ def test_members_that_keep_dying_make_the_supervisor_exit_non_zero(tmp_path):
 def test_a_member_refused_its_configuration_stops_the_supervisor_with_exit_two(tmp_path):
     """Exit 2 is a settings error: a restart would be refused the same, so no member is
     restarted, the others are stopped, and the supervisor exits 2 as the member did."""
-    supervisor, logs = start_supervisor(tmp_path, workers=2, first_exit=2, port=9200)
+    supervisor, logs = start_supervisor(tmp_path, workers=2, first_exit=2, port=9200,
+                                        only_index=0)
     try:
+        wait_for(lambda: all(starts(log) for log in logs))  # the healthy one runs meanwhile
         assert supervisor.wait(timeout=30) == 2
     finally:  # one that restarts its members forever must not outlive the test
         supervisor.kill()
-    assert [len(starts(log)) for log in logs] in ([1, 1], [1, 0])
+    # Neither restarted; the healthy one was stopped (it runs a minute unless signalled).
+    assert [starts(log) for log in logs] == [["9200"], ["9201"]]
 
 
 def test_each_member_gets_its_own_group_instance_id():
