@@ -255,9 +255,9 @@ class ProcessorPipeline:
                                 "skipped for %.0f s, then one is tried", processor.name,
                                 breaker.consecutive_failures, outcome.error, breaker.cooldown_s)
             elif not breaker.quiet:
-                reopened = breaker.opened_count > 0 and breaker.state(self._clock()) is \
-                    BreakerState.HALF_OPEN
-                breaker.record_success(self._clock())
+                now = self._clock()
+                reopened = breaker.state(now) is BreakerState.HALF_OPEN
+                breaker.record_success(now)
                 if reopened and breaker.quiet:
                     log.warning("step %s succeeded again: its calls run again", processor.name)
         self._stats[processor.name].count(outcome)

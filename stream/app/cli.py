@@ -189,14 +189,14 @@ def topics_ensure() -> None:
     from aiokafka.errors import KafkaError
 
     from infra.topics import TopicCreationRefused
-    from stream.kafka.config import broker_failure
+    from stream.kafka.config import ClientStartFailed, broker_failure
     from stream.kafka.topics import ensure_topics
 
     settings = _settings()
     _quiet_client_logs()
     try:
         ensured = asyncio.run(ensure_topics(settings))
-    except TopicCreationRefused as refused:
+    except (TopicCreationRefused, ClientStartFailed) as refused:
         _fail("topics ensure", str(refused))
     except (KafkaError, OSError) as exc:
         _fail("topics ensure", broker_failure(settings, exc))

@@ -51,14 +51,13 @@ def _processors_of(spec: str, settings: Settings) -> list[Processor]:
                       "'module' alone means 'module:processors')")
     try:
         made = factory(settings)
-        if not isinstance(made, Iterable) or isinstance(made, str | bytes):
-            raise refused(f"its factory must return an iterable of processor instances, got "
-                          f"{type(made).__name__}")
-        processors: list[Processor] = list(made)  # a generator's body runs only here
-    except SettingsError:
-        raise
+        iterable = isinstance(made, Iterable) and not isinstance(made, str | bytes)
+        processors: list[Processor] = list(made) if iterable else []  # a generator runs here
     except Exception as exc:
         raise refused(f"its factory failed: {_described(exc, module)}") from exc
+    if not iterable:
+        raise refused(f"its factory must return an iterable of processor instances, got "
+                      f"{type(made).__name__}")
     for processor in processors:  # a mistake named here, not on the first event
         try:
             validate_processor(processor)

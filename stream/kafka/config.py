@@ -92,7 +92,7 @@ def producer_config(settings: Settings, client_id: str = "chatstream-producer") 
     }
 
 
-class ClientStartFailed(ConnectionError):
+class ClientStartFailed(Exception):
     """A client could not start: the brokers could not be reached, or refused it; the message
     says which, where and why."""
 

@@ -218,24 +218,20 @@ class StreamRunner:
         caller's) and raise."""
         assert self.engine is not None
         consumer = AIOKafkaConsumer(**consumer_config(self.settings))
+        topic = self.settings.response_topic
         try:
             try:
                 await producer.start()
-            except KafkaError as exc:  # unreachable, or refused (idempotence on a broker without)
-                raise ClientStartFailed(broker_failure(self.settings, exc)) from exc
-            topic = self.settings.response_topic
-            try:
                 await batches.prepare([topic])
-            except UnknownTopicOrPartitionError as exc:
+                await self.engine.start()
+                await consumer.start()
+            except UnknownTopicOrPartitionError as exc:  # from prepare, after 30 s of metadata
                 raise TopicMissing(f"response topic {topic!r} does not exist: create it with "
                                    "`chatstream topics ensure`") from exc
             except TopicAuthorizationFailedError as exc:
                 raise ClientStartFailed(f"response topic {topic!r} is not authorized for this "
                                         "client: grant it (the ACLs in docs/deployment.md)") from exc
-            await self.engine.start()
-            try:
-                await consumer.start()
-            except KafkaError as exc:
+            except KafkaError as exc:  # unreachable, or refused (idempotence on a broker without)
                 raise ClientStartFailed(broker_failure(self.settings, exc)) from exc
             if copartitioned:
                 await _check_copartitioned(consumer, self.settings)

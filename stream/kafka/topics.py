@@ -18,9 +18,16 @@ Rules, in the order they apply:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from infra.topics import TopicSpec, create_missing_topics, partition_counts, topic_config
+from aiokafka.admin import AIOKafkaAdminClient
+
+from infra.topics import (
+    TopicSpec,
+    admin_client,
+    create_missing,
+    partition_counts,
+    topic_config,
+)
 from stream.kafka.config import ClientStartFailed, common_client_config
 from stream.settings import Settings, SettingsError
 
@@ -70,28 +77,32 @@ def check_copartitioned(settings: Settings, inbound: int | None, changelog: int 
 
 
 async def ensure_topics(settings: Settings) -> list[EnsuredTopic]:
-    """Create the service's missing topics (rules 1-2) and check the changelog (rule 3);
-    each topic with whether it was created and its partition count."""
-    config = common_client_config(settings, "chatstream-admin")
-    inbound = (await partition_counts(config, [settings.inbound_topic])).get(
-        settings.inbound_topic)
-    specs = topic_specs(settings, inbound)
-    created = set(await create_missing_topics(config, specs))
-    # A topic just created may not be described yet (its metadata spreading between brokers):
-    # its count is the one it was created with.
-    counts = {spec.name: spec.partitions for spec in specs if spec.name in created}
-    counts.update(await partition_counts(config, [spec.name for spec in specs]))
+    """Create the service's missing topics (rules 1-2) and check the changelog (rules 3-4);
+    each topic with whether it was created and its partition count. One admin client asks
+    everything: the existing topics' counts before creating (the changelog takes the inbound
+    topic's), and a topic just created counts what it was created with (a broker may not
+    describe it yet); only a topic another process created meanwhile is described after."""
+    names = [settings.inbound_topic, settings.response_topic, settings.dlq_topic]
     if settings.changelog:
-        check_copartitioned(settings, counts.get(settings.inbound_topic),
-                            counts.get(settings.changelog_topic))
-        if settings.changelog_topic not in created:
-            await _check_compacted(settings, config)
+        names.append(settings.changelog_topic)
+    async with admin_client(common_client_config(settings, "chatstream-admin")) as admin:
+        counts = await partition_counts(admin, names)
+        specs = topic_specs(settings, counts.get(settings.inbound_topic))
+        created = set(await create_missing(admin, specs))
+        counts.update({spec.name: spec.partitions for spec in specs if spec.name in created})
+        if unknown := [name for name in names if name not in counts]:
+            counts.update(await partition_counts(admin, unknown))
+        if settings.changelog:
+            check_copartitioned(settings, counts.get(settings.inbound_topic),
+                                counts.get(settings.changelog_topic))
+            if settings.changelog_topic not in created:
+                await _check_compacted(settings, admin)
     return [EnsuredTopic(spec.name, spec.name in created, counts.get(spec.name))
             for spec in specs]
 
 
-async def _check_compacted(settings: Settings, config: dict[str, Any]) -> None:
-    policy = await topic_config(config, settings.changelog_topic, "cleanup.policy")
+async def _check_compacted(settings: Settings, admin: AIOKafkaAdminClient) -> None:
+    policy = await topic_config(admin, settings.changelog_topic, "cleanup.policy")
     if policy is not None and "compact" not in {p.strip() for p in policy.split(",")}:
         raise ChangelogMismatch(
             f"changelog topic {settings.changelog_topic!r} has cleanup.policy={policy}: it "
